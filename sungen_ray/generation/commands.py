@@ -1,0 +1,44 @@
+"""``sungen-ray generate``: write a labelled synthetic pool (Parquet + manifest.json)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="built-in task name (sst2, imdb, ...) or path to a spec YAML")
+    parser.add_argument("--num-samples", type=int, required=True, help="usable samples to keep, balanced over labels")
+    parser.add_argument("--out", required=True, help="output directory (new or empty, or this run's own to resume)")
+    parser.add_argument("--model", default=None, help="local model dir or hub id (default: embedded SmolLM2-135M)")
+    parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
+    parser.add_argument("--replicas", type=int, default=1, help="engine replicas (Ray Data actors)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64, help="prompts per engine batch")
+    parser.add_argument("--max-attempts", type=int, default=4, help="top-up rounds before giving up")
+    parser.add_argument("--round", type=int, default=0, help="round number stored in the pool")
+    parser.add_argument("--idx-offset", type=int, default=0, help="first idx of this pool (unique across rounds)")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None)
+    gpu.add_argument("--no-gpu", dest="use_gpu", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sungen_ray.generation.pipeline import GenerateConfig, generate
+
+    cfg = GenerateConfig(
+        task=args.task,
+        num_samples=args.num_samples,
+        out=args.out,
+        model=args.model,
+        engine=args.engine,
+        replicas=args.replicas,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_attempts=args.max_attempts,
+        round=args.round,
+        idx_offset=args.idx_offset,
+        use_gpu=args.use_gpu,
+    )
+    generate(cfg)
+    print(f"pool written to {cfg.out}")
+    return 0

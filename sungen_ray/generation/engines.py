@@ -1,0 +1,230 @@
+"""Engine stages: prompt rows in, raw continuations out, as Ray Data transforms.
+
+Both engines return the same columns so everything downstream is engine-agnostic:
+``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, error``.
+A row the engine fails on comes back with ``error`` set instead of killing the job, so the
+manifest can count it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sungen_ray.tasks.spec import Decoding
+
+ENGINES = ("vllm", "transformers")
+OUTPUT_COLUMNS = (
+    "row_id",
+    "label",
+    "label_name",
+    "prompt",
+    "generated_text",
+    "num_generated_tokens",
+    "logprob",
+    "error",
+)
+# Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
+# (a 2-CPU node deadlocks otherwise; see DESIGN.md).
+LIGHT_STAGE_CPUS = 0.05
+
+
+@dataclass
+class EngineOptions:
+    model: str
+    decoding: Decoding
+    replicas: int = 1
+    batch_size: int = 64
+    seed: int = 0
+    use_gpu: bool = False
+    cpus_per_replica: int = 1
+    max_model_len: int = 512
+    kv_cache_gib: int = 2
+
+
+def row_seed(seed: int, row_id: int) -> int:
+    """Per-request sampling seed: the same (seed, row) gives the same text whatever the batching."""
+    return (seed * 1_000_003 + row_id) % (2**31 - 1)
+
+
+def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any]:
+    return {
+        "max_tokens": decoding.max_new_tokens,
+        "min_tokens": decoding.min_new_tokens,
+        "top_p": decoding.top_p,
+        "top_k": decoding.top_k if decoding.top_k > 0 else -1,
+        "temperature": decoding.temperature,
+        "repetition_penalty": decoding.repetition_penalty,
+        "stop": list(decoding.stop),
+        "seed": row_seed(seed, row_id),
+        "logprobs": 0,
+    }
+
+
+def _mean_logprob(logprobs: Any, tokens: Any) -> float:
+    """Mean log-prob of the sampled tokens from vLLM's per-position ``{token_id: info}`` dicts."""
+    if logprobs is None or tokens is None:
+        return float("nan")
+    values = []
+    for pos, tok in zip(logprobs, tokens):
+        if not pos:
+            continue
+        info = pos.get(int(tok)) if isinstance(pos, dict) else None
+        if info is None:  # ray may have turned int keys into strings
+            info = pos.get(str(int(tok))) if isinstance(pos, dict) else None
+        if info is not None:
+            values.append(float(info["logprob"] if isinstance(info, dict) else info))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def vllm_stage(ds, opts: EngineOptions):
+    """vLLM replicas through ``ray.data.llm`` (``concurrency`` = replicas)."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs: dict[str, Any] = {
+        "enforce_eager": not opts.use_gpu,  # CPU: engine start ~32 s instead of ~200 s
+        "max_model_len": opts.max_model_len,
+        "enable_prefix_caching": True,  # every prompt of a label shares its prefix
+    }
+    if not opts.use_gpu:
+        engine_kwargs["dtype"] = "float32"  # AVX2 has no bf16 math: fp32 was ~4x faster here
+    config = vLLMEngineProcessorConfig(
+        model_source=opts.model,
+        engine_kwargs=engine_kwargs,
+        concurrency=(opts.replicas, opts.replicas),
+        batch_size=opts.batch_size,
+        placement_group_config=None if opts.use_gpu else {"bundles": [{"CPU": opts.cpus_per_replica}]},
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
+        should_continue_on_error=True,
+        runtime_env={
+            "env_vars": {
+                "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
+                "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+            }
+        },
+    )
+    decoding, seed = opts.decoding, opts.seed
+
+    def preprocess(row: dict) -> dict:
+        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]))}
+
+    def postprocess(row: dict) -> dict:
+        error = row.get("__inference_error__") or ""
+        return {
+            "row_id": int(row["row_id"]),
+            "label": int(row["label"]),
+            "label_name": row["label_name"],
+            "prompt": row["prompt"],
+            "generated_text": row.get("generated_text") or "",
+            "num_generated_tokens": int(row.get("num_generated_tokens") or 0),
+            "logprob": _mean_logprob(row.get("logprobs"), row.get("generated_tokens")),
+            "error": str(error),
+        }
+
+    processor = build_processor(
+        config,
+        preprocess=preprocess,
+        postprocess=postprocess,
+        preprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
+        postprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
+    )
+    return processor(ds)
+
+
+class TransformersGenerator:
+    """A Ray Data actor holding one Hugging Face model: the fallback where vLLM can't be installed."""
+
+    def __init__(self, opts: EngineOptions):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.opts = opts
+        self.device = "cuda" if opts.use_gpu and torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, opts.cpus_per_replica))
+        self.tokenizer = AutoTokenizer.from_pretrained(opts.model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+        self.model = AutoModelForCausalLM.from_pretrained(opts.model, dtype=dtype).to(self.device).eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch, d = self.torch, self.opts.decoding
+        prompts = [str(p) for p in batch["prompt"]]
+        n = len(prompts)
+        texts, ntoks, logprobs, errors = [""] * n, [0] * n, [math.nan] * n, [""] * n
+        try:
+            torch.manual_seed(row_seed(self.opts.seed, int(batch["row_id"][0])))
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **enc,
+                    do_sample=True,
+                    top_p=d.top_p,
+                    top_k=d.top_k,
+                    temperature=d.temperature,
+                    repetition_penalty=d.repetition_penalty,
+                    max_new_tokens=d.max_new_tokens,
+                    min_new_tokens=d.min_new_tokens,
+                    stop_strings=list(d.stop) or None,
+                    tokenizer=self.tokenizer,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    return_dict_in_generate=True,
+                    output_scores=True,
+                )
+            new = out.sequences[:, enc["input_ids"].shape[1] :]
+            scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            pad = self.tokenizer.pad_token_id
+            eos = self.tokenizer.eos_token_id
+            for i in range(n):
+                toks = new[i].tolist()
+                length = len(toks)
+                for j, t in enumerate(toks):  # generation ends at the first EOS/pad
+                    if t in (pad, eos):
+                        length = j
+                        break
+                texts[i] = self.tokenizer.decode(toks[:length], skip_special_tokens=True)
+                ntoks[i] = length
+                if length:
+                    s = scores[i, :length].float()
+                    s = s[torch.isfinite(s)]
+                    logprobs[i] = float(s.mean()) if len(s) else math.nan
+        except Exception as exc:  # noqa: BLE001 - the batch's rows are reported as failed, not lost
+            errors = [f"{type(exc).__name__}: {exc}"[:500]] * n
+        return {
+            "row_id": np.asarray(batch["row_id"], dtype=np.int64),
+            "label": np.asarray(batch["label"], dtype=np.int64),
+            "label_name": np.asarray(batch["label_name"], dtype=object),
+            "prompt": np.asarray(prompts, dtype=object),
+            "generated_text": np.asarray(texts, dtype=object),
+            "num_generated_tokens": np.asarray(ntoks, dtype=np.int64),
+            "logprob": np.asarray(logprobs, dtype=np.float64),
+            "error": np.asarray(errors, dtype=object),
+        }
+
+
+def transformers_stage(ds, opts: EngineOptions):
+    return ds.map_batches(
+        TransformersGenerator,
+        fn_constructor_kwargs={"opts": opts},
+        batch_size=opts.batch_size,
+        concurrency=opts.replicas,
+        num_cpus=opts.cpus_per_replica if not opts.use_gpu else 1,
+        num_gpus=1 if opts.use_gpu else 0,
+    )
+
+
+def engine_stage(engine: str, ds, opts: EngineOptions):
+    if engine == "vllm":
+        return vllm_stage(ds, opts)
+    if engine == "transformers":
+        return transformers_stage(ds, opts)
+    raise ValueError(f"unknown engine {engine!r}")

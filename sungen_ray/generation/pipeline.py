@@ -1,0 +1,369 @@
+"""``generate``: a balanced synthetic pool of N labelled texts, streamed through an engine by Ray Data.
+
+The pipeline is prompt rows -> engine stage (vLLM replicas or transformers actors) -> per-row
+postprocess, and the driver consumes the stream: it dedupes, counts drop reasons, and stops as
+soon as every label has its share. If the model wastes more samples than expected, it tops up
+with new prompts for the labels that are short, a bounded number of times.
+
+Kept rows are staged per attempt under ``OUT/.staging`` so an interrupted run resumes instead of
+regenerating; the final Parquet and ``manifest.json`` appear atomically at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sungen_ray.config import config_hash
+from sungen_ray.data import atomic
+from sungen_ray.data.labelled import POOL_SCHEMA
+from sungen_ray.errors import SungenError
+from sungen_ray.generation.engines import ENGINES, EngineOptions, engine_stage
+from sungen_ray.generation.postprocess import clean_text, drop_reason
+from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.tasks.spec import TaskSpec, load_task
+
+ROWS_PER_FILE = 250_000
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class GenerateConfig:
+    task: str
+    num_samples: int
+    out: str
+    model: str | None = None
+    engine: str = "vllm"
+    replicas: int = 1
+    seed: int = 0
+    batch_size: int = 64
+    round: int = 0
+    idx_offset: int = 0
+    max_attempts: int = 4
+    overgenerate: float = 1.25
+    use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
+    cpus_per_replica: int = 1
+
+    def validate(self) -> None:
+        if self.num_samples <= 0:
+            raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
+        if self.engine not in ENGINES:
+            raise SungenError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.replicas < 1:
+            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
+        if self.batch_size < 1:
+            raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.max_attempts < 1:
+            raise SungenError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if self.overgenerate < 1:
+            raise SungenError(f"overgenerate: must be >= 1, got {self.overgenerate}")
+        if self.idx_offset < 0:
+            raise SungenError(f"idx_offset: must be >= 0, got {self.idx_offset}")
+
+    def identity(self, spec: TaskSpec) -> dict:
+        """What determines the output: a re-run with the same identity may resume or skip."""
+        d = dataclasses.asdict(self)
+        for k in ("out", "replicas", "use_gpu", "cpus_per_replica"):
+            d.pop(k)
+        d["spec"] = dataclasses.asdict(spec)
+        return d
+
+
+@dataclass
+class _Tally:
+    kept: list[dict]
+    dropped: Counter
+    tokens: int = 0
+    prompts: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def _check_out_dir(out: Path, run_hash: str) -> dict | None:
+    """Return the finished manifest if this exact run is already done; refuse dirs of other runs."""
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("config_hash") == run_hash and manifest.get("status") == "complete":
+            return manifest
+        raise SungenError(
+            f"--out {out} holds another run (task={manifest.get('task')}, "
+            f"num_samples={manifest.get('requested')}, seed={manifest.get('seed')}); "
+            "choose a new --out or delete it"
+        )
+    staging_meta = out / ".staging" / "run.json"
+    if staging_meta.is_file():
+        if json.loads(staging_meta.read_text()).get("config_hash") != run_hash:
+            raise SungenError(f"--out {out} holds an unfinished run with a different configuration; delete it first")
+        return None
+    if out.exists() and any(out.iterdir()):
+        raise SungenError(f"--out {out} is not empty and holds no sungen-ray run; choose an empty or new directory")
+    return None
+
+
+def _consume(stream, spec: TaskSpec, targets: list[int], tally: _Tally, seen: set[str], label: str) -> None:
+    """Pull engine output, keep usable unique rows until every label is full."""
+    stop = spec.decoding.stop
+    per_label = Counter(r["label"] for r in tally.kept)
+    start = last = time.perf_counter()
+    tokens0 = tally.tokens
+    for batch in stream:
+        for i in range(len(batch["row_id"])):
+            tally.prompts += 1
+            tally.tokens += int(batch["num_generated_tokens"][i])
+            err = str(batch["error"][i] or "")
+            if err:
+                tally.dropped["engine_error"] += 1
+                if len(tally.errors) < 5:
+                    tally.errors.append(err[:300])
+                continue
+            lab = int(batch["label"][i])
+            text = clean_text(str(batch["generated_text"][i]), stop)
+            reason = drop_reason(text, spec.decoding.min_words)
+            if reason is None and text in seen:
+                reason = "duplicate"
+            if reason is None and per_label[lab] >= targets[lab]:
+                reason = "surplus"
+            if reason:
+                tally.dropped[reason] += 1
+                continue
+            seen.add(text)
+            per_label[lab] += 1
+            lp = float(batch["logprob"][i])
+            tally.kept.append(
+                {
+                    "row_id": int(batch["row_id"][i]),
+                    "text": text,
+                    "label": lab,
+                    "label_name": str(batch["label_name"][i]),
+                    "logprob": lp,
+                }
+            )
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S:
+            last = now
+            rate = (tally.tokens - tokens0) / max(now - start, 1e-9)
+            shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
+            print(f"[generate] {label}: kept {shares}; {tally.prompts} prompts, {rate:.1f} tok/s", flush=True)
+        if all(per_label[k] >= t for k, t in enumerate(targets)):
+            return
+
+
+def _run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
+    import ray
+
+    blocks = max(1, math.ceil(len(rows) / cfg.batch_size))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = engine_stage(cfg.engine, ds, opts)
+    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+
+
+def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:
+    """First stage for tasks that condition on generated values (movie/restaurant/product names)."""
+    if spec.condition is None:
+        return None
+    path = staging / "conditions.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    c = spec.condition
+    decoding = dataclasses.replace(spec.decoding, max_new_tokens=c.max_new_tokens, min_new_tokens=0)
+    copts = dataclasses.replace(opts, decoding=decoding, seed=opts.seed + 7919)
+    rows = [{"row_id": i, "label": 0, "label_name": "", "prompt": c.prompt} for i in range(2 * c.num_values)]
+    values: list[str] = []
+    seen: set[str] = set()
+    print(f"[generate] condition stage: {len(rows)} prompts for {c.num_values} values of {c.prompt!r}", flush=True)
+    for batch in _run_engine(cfg, copts, rows):
+        for text, err in zip(batch["generated_text"], batch["error"]):
+            value = clean_text(str(text), decoding.stop)
+            if err or drop_reason(value, c.min_words, c.max_words) or value in seen:
+                continue
+            seen.add(value)
+            values.append(value)
+    values = values[: c.num_values]
+    if not values:
+        raise SungenError(f"the model produced no usable condition values for prompt {c.prompt!r}")
+    atomic.write_json(path, values)
+    return values
+
+
+def _load_staged(staging: Path) -> tuple[_Tally, int]:
+    tally = _Tally(kept=[], dropped=Counter())
+    attempts = sorted(staging.glob("attempt-*.json"))
+    for meta_path in attempts:
+        meta = json.loads(meta_path.read_text())
+        tally.kept.extend(pq.read_table(meta_path.with_suffix(".parquet")).to_pylist())
+        tally.dropped.update(meta["dropped"])
+        tally.tokens += meta["tokens"]
+        tally.prompts += meta["prompts"]
+        tally.errors.extend(meta["errors"])
+    return tally, len(attempts)
+
+
+def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: _Tally, after: _Tally) -> None:
+    base = staging / f"attempt-{attempt:03d}"
+    atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
+    atomic.write_json(
+        base.with_suffix(".json"),
+        {
+            "dropped": dict(after.dropped - before.dropped),
+            "tokens": after.tokens - before.tokens,
+            "prompts": after.prompts - before.prompts,
+            "errors": after.errors[len(before.errors) :],
+        },
+    )
+
+
+def _empty_kept() -> pa.Table:
+    return pa.table(
+        {
+            "row_id": pa.array([], pa.int64()),
+            "text": pa.array([], pa.string()),
+            "label": pa.array([], pa.int64()),
+            "label_name": pa.array([], pa.string()),
+            "logprob": pa.array([], pa.float64()),
+        }
+    )
+
+
+def _pool_table(kept: list[dict], spec: TaskSpec, cfg: GenerateConfig, model_id: str) -> pa.Table:
+    kept = sorted(kept, key=lambda r: r["row_id"])
+    n = len(kept)
+    return pa.table(
+        {
+            "idx": pa.array(np.arange(cfg.idx_offset, cfg.idx_offset + n, dtype=np.int64)),
+            "text": pa.array([r["text"] for r in kept], pa.string()),
+            "label": pa.array([r["label"] for r in kept], pa.int32()),
+            "label_name": pa.array([r["label_name"] for r in kept], pa.string()),
+            "task": pa.array([spec.name] * n, pa.string()),
+            "round": pa.array([cfg.round] * n, pa.int16()),
+            "model": pa.array([model_id] * n, pa.string()),
+            "logprob": pa.array([r["logprob"] for r in kept], pa.float32()),
+        },
+        schema=POOL_SCHEMA,
+    )
+
+
+def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
+    """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
+    from sungen_ray.plm.prepare import resolve_model
+    from sungen_ray.ray_runtime import cluster_has_gpus, ensure_ray
+
+    cfg.validate()
+    spec = load_task(cfg.task)
+    out = Path(cfg.out)
+    run_hash = config_hash(cfg.identity(spec))
+    done = _check_out_dir(out, run_hash)
+    if done is not None:
+        print(f"[generate] {out} already holds this run ({done['kept']} samples); nothing to do", flush=True)
+        return done
+    model = resolve_model(cfg.model)
+    staging = out / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(staging / "run.json", {"config_hash": run_hash, "config": dataclasses.asdict(cfg)})
+
+    ensure_ray(min_cpus=cfg.replicas * cfg.cpus_per_replica + 2)
+    use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
+    opts = EngineOptions(
+        model=model,
+        decoding=spec.decoding,
+        replicas=cfg.replicas,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        use_gpu=use_gpu,
+        cpus_per_replica=cfg.cpus_per_replica,
+    )
+    t0 = time.perf_counter()
+    conditions = _conditions(cfg, spec, opts, staging)
+    targets = label_targets(cfg.num_samples, spec.num_labels)
+    tally, attempt = _load_staged(staging)
+    if attempt:
+        print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier attempt(s)", flush=True)
+    seen = set(existing_texts or ()) | {r["text"] for r in tally.kept}
+    next_row = tally.prompts + 1_000_000 * attempt  # fresh seeds for every attempt, also after a resume
+    while attempt < cfg.max_attempts:
+        have = Counter(r["label"] for r in tally.kept)
+        short = [max(0, t - have[k]) for k, t in enumerate(targets)]
+        if not any(short):
+            break
+        # Ask for enough prompts to cover the shortfall at the keep rate seen so far.
+        keep_rate = len(tally.kept) / tally.prompts if tally.prompts else 1.0
+        factor = cfg.overgenerate / max(keep_rate, 0.1)
+        counts = [math.ceil(s * factor) if s else 0 for s in short]
+        rows = prompt_rows(spec, counts, seed=cfg.seed + attempt, start_id=next_row, conditions=conditions)
+        next_row += 1_000_000
+        print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
+        before = _Tally(kept=list(tally.kept), dropped=Counter(tally.dropped), tokens=tally.tokens)
+        before.prompts, before.errors = tally.prompts, list(tally.errors)
+        _consume(_run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}")
+        _stage_attempt(staging, attempt, tally.kept[len(before.kept) :], before, tally)
+        attempt += 1
+    seconds = time.perf_counter() - t0
+
+    have = Counter(r["label"] for r in tally.kept)
+    manifest = {
+        "status": "complete",
+        "task": spec.name,
+        "model": model,
+        "engine": cfg.engine,
+        "replicas": cfg.replicas,
+        "seed": cfg.seed,
+        "round": cfg.round,
+        "config_hash": run_hash,
+        "config": dataclasses.asdict(cfg),
+        "requested": cfg.num_samples,
+        "requested_per_label": {spec.labels[k].name: t for k, t in enumerate(targets)},
+        "kept": len(tally.kept),
+        "kept_per_label": {spec.labels[k].name: have[k] for k in range(spec.num_labels)},
+        "prompts_sent": tally.prompts,
+        "attempts": attempt,
+        "dropped": {k: tally.dropped.get(k, 0) for k in ("empty", "too_short", "duplicate", "engine_error", "surplus")},
+        "engine_error_examples": tally.errors,
+        "conditions": len(conditions) if conditions else 0,
+        "tokens_generated": tally.tokens,
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(len(tally.kept) / seconds, 3) if seconds else None,
+        "tokens_per_s": round(tally.tokens / seconds, 2) if seconds else None,
+    }
+    short = {spec.labels[k].name: t - have[k] for k, t in enumerate(targets) if have[k] < t}
+    if short:
+        manifest["status"] = "incomplete"
+        atomic.write_json(staging / "manifest.partial.json", manifest)
+        raise SungenError(
+            f"the model produced too few usable samples after {attempt} attempts; still short {short} "
+            f"(dropped: {manifest['dropped']}). Staged rows are kept in {staging}; raise max_attempts, "
+            "lower the spec's min_words, or use a stronger --model"
+        )
+
+    table = _pool_table(tally.kept, spec, cfg, model)
+    files = []
+    for i, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
+        # Data files live in data/ so `pq.read_table(OUT / "data")` never trips over manifest.json.
+        name = f"data/pool-r{cfg.round:02d}-{i:05d}.parquet"
+        atomic.write_parquet(out / name, table.slice(start, ROWS_PER_FILE))
+        files.append(name)
+    manifest.update(
+        {
+            "files": files,
+            "columns": table.column_names,
+            "idx_range": [cfg.idx_offset, cfg.idx_offset + table.num_rows - 1],
+        }
+    )
+    atomic.write_json(out / "manifest.json", manifest)
+    if conditions:
+        atomic.write_json(out / "conditions.json", conditions)
+    shutil.rmtree(staging, ignore_errors=True)
+    print(
+        f"[generate] kept {manifest['kept']} samples {manifest['kept_per_label']} from {tally.prompts} prompts "
+        f"in {seconds:.1f} s ({manifest['samples_per_s']} samples/s, {manifest['tokens_per_s']} tok/s) -> {out}",
+        flush=True,
+    )
+    return manifest
