@@ -97,16 +97,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``: rejects unknown keys, checks types, then runs
     the class's ``validate()`` (if any) so range checks live next to the fields."""
     if not isinstance(data, dict):
-        raise SungenError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise SungenError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SungenError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
+        raise SungenError(f"{where or 'config'}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
     kwargs = {}
     for name, field in fields.items():
         path = f"{where}.{name}" if where else name
@@ -121,7 +121,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
             validate()
         except SungenError as exc:
             msg = str(exc)
-            raise SungenError(msg if msg.startswith(where) else f"{where}.{msg}") from exc
+            raise SungenError(msg if not where or msg.startswith(where) else f"{where}.{msg}") from exc
     return obj
 
 

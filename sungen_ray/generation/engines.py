@@ -3,7 +3,8 @@
 Both engines return the same columns so everything downstream is engine-agnostic:
 ``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, error``.
 A row the engine fails on comes back with ``error`` set instead of killing the job, so the
-manifest can count it.
+manifest can count it (``ray.data.llm`` routes such rows past our postprocess with its own
+``__inference_error__`` column; the pipeline reads either).
 """
 
 from __future__ import annotations

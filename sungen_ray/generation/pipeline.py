@@ -86,6 +86,15 @@ class _Tally:
     tokens: int = 0
     prompts: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
+    prompts_per_label: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _row_error(batch: dict, i: int) -> str:
+    """ray.data.llm sends failed rows past our postprocess with ``__inference_error__`` set."""
+    for col in ("error", "__inference_error__"):
+        if col in batch and batch[col][i]:
+            return str(batch[col][i])
+    return ""
 
 
 def _check_out_dir(out: Path, run_hash: str) -> dict | None:
@@ -118,15 +127,16 @@ def _consume(stream, spec: TaskSpec, targets: list[int], tally: _Tally, seen: se
     tokens0 = tally.tokens
     for batch in stream:
         for i in range(len(batch["row_id"])):
+            lab = int(batch["label"][i])
             tally.prompts += 1
-            tally.tokens += int(batch["num_generated_tokens"][i])
-            err = str(batch["error"][i] or "")
+            tally.prompts_per_label[lab] += 1
+            err = _row_error(batch, i)
             if err:
                 tally.dropped["engine_error"] += 1
                 if len(tally.errors) < 5:
                     tally.errors.append(err[:300])
                 continue
-            lab = int(batch["label"][i])
+            tally.tokens += int(batch["num_generated_tokens"][i] or 0)
             text = clean_text(str(batch["generated_text"][i]), stop)
             reason = drop_reason(text, spec.decoding.min_words)
             if reason is None and text in seen:
@@ -204,6 +214,7 @@ def _load_staged(staging: Path) -> tuple[_Tally, int]:
         tally.dropped.update(meta["dropped"])
         tally.tokens += meta["tokens"]
         tally.prompts += meta["prompts"]
+        tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
         tally.errors.extend(meta["errors"])
     return tally, len(attempts)
 
@@ -217,6 +228,7 @@ def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: _T
             "dropped": dict(after.dropped - before.dropped),
             "tokens": after.tokens - before.tokens,
             "prompts": after.prompts - before.prompts,
+            "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
             "errors": after.errors[len(before.errors) :],
         },
     )
@@ -294,15 +306,22 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         short = [max(0, t - have[k]) for k, t in enumerate(targets)]
         if not any(short):
             break
-        # Ask for enough prompts to cover the shortfall at the keep rate seen so far.
-        keep_rate = len(tally.kept) / tally.prompts if tally.prompts else 1.0
-        factor = cfg.overgenerate / max(keep_rate, 0.1)
-        counts = [math.ceil(s * factor) if s else 0 for s in short]
+        # Ask for enough prompts to cover each label's shortfall at the keep rate it has shown so far.
+        counts = []
+        for k, s in enumerate(short):
+            sent = tally.prompts_per_label[k]
+            keep_rate = have[k] / sent if sent else 1.0
+            counts.append(math.ceil(s * cfg.overgenerate / max(keep_rate, 0.1)) if s else 0)
         rows = prompt_rows(spec, counts, seed=cfg.seed + attempt, start_id=next_row, conditions=conditions)
         next_row += 1_000_000
         print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
-        before = _Tally(kept=list(tally.kept), dropped=Counter(tally.dropped), tokens=tally.tokens)
-        before.prompts, before.errors = tally.prompts, list(tally.errors)
+        before = dataclasses.replace(
+            tally,
+            kept=list(tally.kept),
+            dropped=Counter(tally.dropped),
+            errors=list(tally.errors),
+            prompts_per_label=Counter(tally.prompts_per_label),
+        )
         _consume(_run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}")
         _stage_attempt(staging, attempt, tally.kept[len(before.kept) :], before, tally)
         attempt += 1

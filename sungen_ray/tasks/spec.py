@@ -125,7 +125,11 @@ def builtin_tasks() -> list[str]:
 
 def load_spec_file(path: str | Path) -> TaskSpec:
     path = Path(path)
-    return from_dict(TaskSpec, load_yaml(path), where=str(path))
+    data = load_yaml(path)
+    try:
+        return from_dict(TaskSpec, data, where="")
+    except SungenError as exc:
+        raise SungenError(f"task spec {path}: {exc}") from exc
 
 
 def load_task(task: str) -> TaskSpec:

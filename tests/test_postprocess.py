@@ -1,0 +1,35 @@
+from sungen_ray.generation.postprocess import clean_text, drop_reason
+from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.tasks.spec import load_task
+
+
+def test_clean_text_cuts_at_closing_quote_returned_by_engine():
+    assert clean_text('A gripping, well acted film." And then more text', ['"']) == "A gripping, well acted film."
+    assert clean_text('  Loved   it\n from start to end"', ['"']) == "Loved it from start to end"
+
+
+def test_clean_text_without_stop_keeps_text_and_strips_edge_quotes():
+    assert clean_text("“Quiet and lovely”", ['"']) == "Quiet and lovely"
+    assert clean_text("", ['"']) == ""
+
+
+def test_drop_reason():
+    assert drop_reason("", 4) == "empty"
+    assert drop_reason("too short", 4) == "too_short"
+    assert drop_reason("this one has five words", 4) is None
+    assert drop_reason("one two three four five six", 1, max_words=5) == "too_long"
+
+
+def test_label_targets_are_balanced():
+    assert label_targets(10, 3) == [4, 3, 3]
+    assert sum(label_targets(64, 2)) == 64
+
+
+def test_prompt_rows_interleave_labels_and_fill_conditions():
+    spec = load_task("imdb")
+    rows = prompt_rows(spec, [3, 3], seed=1, start_id=100, conditions=["Heat", "Alien"])
+    assert [r["label"] for r in rows] == [0, 1, 0, 1, 0, 1]
+    assert [r["row_id"] for r in rows] == list(range(100, 106))
+    assert all(("Heat" in r["prompt"]) or ("Alien" in r["prompt"]) for r in rows)
+    assert all("{condition}" not in r["prompt"] for r in rows)
+    assert rows[1]["label_name"] == "positive" and "positive" in rows[1]["prompt"]
