@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ OUTPUT_COLUMNS = (
     "num_generated_tokens",
     "logprob",
     "error",
+    "t_submit",
+    "t_done",
 )
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
 # (a 2-CPU node deadlocks otherwise; see DESIGN.md).
@@ -117,6 +120,7 @@ def vllm_stage(ds, opts: EngineOptions):
 
     def postprocess(row: dict) -> dict:
         error = row.get("__inference_error__") or ""
+        now = time.time()
         return {
             "row_id": int(row["row_id"]),
             "label": int(row["label"]),
@@ -126,6 +130,10 @@ def vllm_stage(ds, opts: EngineOptions):
             "num_generated_tokens": int(row.get("num_generated_tokens") or 0),
             "logprob": _mean_logprob(row.get("logprobs"), row.get("generated_tokens")),
             "error": str(error),
+            # When the engine got the request and when its result left the pipeline: the span from the
+            # first t_submit to the last t_done is generation time with engine start-up excluded.
+            "t_submit": now - float(row.get("time_taken_llm") or 0.0),
+            "t_done": now,
         }
 
     processor = build_processor(
@@ -159,6 +167,7 @@ class TransformersGenerator:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch, d = self.torch, self.opts.decoding
+        t_submit = time.time()
         prompts = [str(p) for p in batch["prompt"]]
         n = len(prompts)
         texts, ntoks, logprobs, errors = [""] * n, [0] * n, [math.nan] * n, [""] * n
@@ -209,6 +218,8 @@ class TransformersGenerator:
             "num_generated_tokens": np.asarray(ntoks, dtype=np.int64),
             "logprob": np.asarray(logprobs, dtype=np.float64),
             "error": np.asarray(errors, dtype=object),
+            "t_submit": np.full(n, t_submit),
+            "t_done": np.full(n, time.time()),
         }
 
 

@@ -53,6 +53,9 @@ class GenerateConfig:
     overgenerate: float = 1.25
     use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
     cpus_per_replica: int = 1
+    # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
+    # feeding the engine, smaller ones finer-grained streaming and retries.
+    batches_per_block: int = 4
 
     def validate(self) -> None:
         if self.num_samples <= 0:
@@ -80,13 +83,22 @@ class GenerateConfig:
 
 
 @dataclass
-class _Tally:
+class Tally:
     kept: list[dict]
     dropped: Counter
     tokens: int = 0
     prompts: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
     prompts_per_label: Counter = dataclasses.field(default_factory=Counter)
+    # generation window, start-up excluded: first request into an engine .. last result out
+    first_submit: float = math.inf
+    last_done: float = -math.inf
+    engine_seconds: float = 0.0  # summed over attempts
+
+    def close_window(self) -> None:
+        if self.last_done > self.first_submit:
+            self.engine_seconds += self.last_done - self.first_submit
+        self.first_submit, self.last_done = math.inf, -math.inf
 
 
 def _row_error(batch: dict, i: int) -> str:
@@ -119,7 +131,7 @@ def _check_out_dir(out: Path, run_hash: str) -> dict | None:
     return None
 
 
-def _consume(stream, spec: TaskSpec, targets: list[int], tally: _Tally, seen: set[str], label: str) -> None:
+def consume(stream, spec: TaskSpec, targets: list[int], tally: Tally, seen: set[str], label: str) -> None:
     """Pull engine output, keep usable unique rows until every label is full."""
     stop = spec.decoding.stop
     per_label = Counter(r["label"] for r in tally.kept)
@@ -130,6 +142,9 @@ def _consume(stream, spec: TaskSpec, targets: list[int], tally: _Tally, seen: se
             lab = int(batch["label"][i])
             tally.prompts += 1
             tally.prompts_per_label[lab] += 1
+            if "t_submit" in batch and batch["t_submit"][i] is not None and np.isfinite(batch["t_submit"][i]):
+                tally.first_submit = min(tally.first_submit, float(batch["t_submit"][i]))
+                tally.last_done = max(tally.last_done, float(batch["t_done"][i]))
             err = _row_error(batch, i)
             if err:
                 tally.dropped["engine_error"] += 1
@@ -168,10 +183,10 @@ def _consume(stream, spec: TaskSpec, targets: list[int], tally: _Tally, seen: se
             return
 
 
-def _run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
+def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
     import ray
 
-    blocks = max(1, math.ceil(len(rows) / cfg.batch_size))
+    blocks = max(1, math.ceil(len(rows) / (cfg.batch_size * cfg.batches_per_block)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = engine_stage(cfg.engine, ds, opts)
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
@@ -191,7 +206,7 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
     values: list[str] = []
     seen: set[str] = set()
     print(f"[generate] condition stage: {len(rows)} prompts for {c.num_values} values of {c.prompt!r}", flush=True)
-    for batch in _run_engine(cfg, copts, rows):
+    for batch in run_engine(cfg, copts, rows):
         for text, err in zip(batch["generated_text"], batch["error"]):
             value = clean_text(str(text), decoding.stop)
             if err or drop_reason(value, c.min_words, c.max_words) or value in seen:
@@ -205,8 +220,8 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
     return values
 
 
-def _load_staged(staging: Path) -> tuple[_Tally, int]:
-    tally = _Tally(kept=[], dropped=Counter())
+def _load_staged(staging: Path) -> tuple[Tally, int]:
+    tally = Tally(kept=[], dropped=Counter())
     attempts = sorted(staging.glob("attempt-*.json"))
     for meta_path in attempts:
         meta = json.loads(meta_path.read_text())
@@ -216,10 +231,11 @@ def _load_staged(staging: Path) -> tuple[_Tally, int]:
         tally.prompts += meta["prompts"]
         tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
         tally.errors.extend(meta["errors"])
+        tally.engine_seconds += meta["engine_seconds"]
     return tally, len(attempts)
 
 
-def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: _Tally, after: _Tally) -> None:
+def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: Tally, after: Tally) -> None:
     base = staging / f"attempt-{attempt:03d}"
     atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
     atomic.write_json(
@@ -229,6 +245,7 @@ def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: _T
             "tokens": after.tokens - before.tokens,
             "prompts": after.prompts - before.prompts,
             "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
+            "engine_seconds": after.engine_seconds - before.engine_seconds,
             "errors": after.errors[len(before.errors) :],
         },
     )
@@ -322,7 +339,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             errors=list(tally.errors),
             prompts_per_label=Counter(tally.prompts_per_label),
         )
-        _consume(_run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}")
+        consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}")
+        tally.close_window()
         _stage_attempt(staging, attempt, tally.kept[len(before.kept) :], before, tally)
         attempt += 1
     seconds = time.perf_counter() - t0
@@ -351,6 +369,10 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "seconds": round(seconds, 2),
         "samples_per_s": round(len(tally.kept) / seconds, 3) if seconds else None,
         "tokens_per_s": round(tally.tokens / seconds, 2) if seconds else None,
+        # the same rates over generation time only (engine start-up and condition stage excluded)
+        "engine_seconds": round(tally.engine_seconds, 2),
+        "engine_tokens_per_s": round(tally.tokens / tally.engine_seconds, 2) if tally.engine_seconds else None,
+        "engine_samples_per_s": round(len(tally.kept) / tally.engine_seconds, 3) if tally.engine_seconds else None,
     }
     short = {spec.labels[k].name: t - have[k] for k, t in enumerate(targets) if have[k] < t}
     if short:
