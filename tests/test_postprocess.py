@@ -33,3 +33,14 @@ def test_prompt_rows_interleave_labels_and_fill_conditions():
     assert all(("Heat" in r["prompt"]) or ("Alien" in r["prompt"]) for r in rows)
     assert all("{condition}" not in r["prompt"] for r in rows)
     assert rows[1]["label_name"] == "positive" and "positive" in rows[1]["prompt"]
+
+
+def test_feedback_examples_are_shown_in_the_same_template():
+    spec = load_task("sst2")
+    examples = {"positive": ["A warm, funny and moving film.", "Great acting all round."]}
+    rows = prompt_rows(spec, [1, 1], seed=0, examples=examples, examples_per_prompt=2)
+    neg, pos = rows
+    assert neg["prompt"] == spec.labels[0].prompts[0]  # no examples for this label
+    template = spec.labels[1].prompts[0]
+    assert pos["prompt"].endswith(template) and pos["prompt"].count(template) == 3
+    assert 'A warm, funny and moving film."\n' in pos["prompt"]

@@ -67,8 +67,13 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_table(path: str | Path) -> pa.Table:
-    """Load a Parquet file/dir, JSON Lines or CSV file into an Arrow table."""
+def read_table(path: str | Path | list) -> pa.Table:
+    """Load a Parquet file/dir, JSON Lines or CSV file (or a list of them) into an Arrow table."""
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise SungenError("no data paths given")
+        tables = [read_table(p) for p in path]
+        return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     path = Path(path)
     if not path.exists():
         raise SungenError(f"data not found: {path}")
@@ -104,7 +109,7 @@ def _read_jsonl(path: Path) -> pa.Table:
 
 
 def read_labelled(
-    path: str | Path,
+    path: str | Path | list,
     num_labels: int | None = None,
     text_column: str = "text",
     label_column: str = "label",
@@ -112,7 +117,7 @@ def read_labelled(
 ) -> LabelledData:
     """Read and validate labelled text. ``idx`` is taken from the file when present, else row order."""
     table = read_table(path)
-    where = str(path)
+    where = ", ".join(map(str, path)) if isinstance(path, (list, tuple)) else str(path)
     if table.num_rows == 0:
         raise SungenError(f"{where}: no rows")
     for col in (text_column, label_column):

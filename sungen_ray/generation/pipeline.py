@@ -56,6 +56,9 @@ class GenerateConfig:
     # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
     # feeding the engine, smaller ones finer-grained streaming and retries.
     batches_per_block: int = 4
+    # feedback-guided generation: label name -> in-context example texts (see prompts.prompt_rows)
+    examples: dict[str, list[str]] | None = None
+    examples_per_prompt: int = 2
 
     def validate(self) -> None:
         if self.num_samples <= 0:
@@ -329,7 +332,15 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             sent = tally.prompts_per_label[k]
             keep_rate = have[k] / sent if sent else 1.0
             counts.append(math.ceil(s * cfg.overgenerate / max(keep_rate, 0.1)) if s else 0)
-        rows = prompt_rows(spec, counts, seed=cfg.seed + attempt, start_id=next_row, conditions=conditions)
+        rows = prompt_rows(
+            spec,
+            counts,
+            seed=cfg.seed + attempt,
+            start_id=next_row,
+            conditions=conditions,
+            examples=cfg.examples,
+            examples_per_prompt=cfg.examples_per_prompt,
+        )
         next_row += 1_000_000
         print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
         before = dataclasses.replace(

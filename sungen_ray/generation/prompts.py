@@ -23,8 +23,14 @@ def prompt_rows(
     seed: int,
     start_id: int = 0,
     conditions: list[str] | None = None,
+    examples: dict[str, list[str]] | None = None,
+    examples_per_prompt: int = 2,
 ) -> list[dict]:
-    """``counts[l]`` prompts for label ``l``; each row carries a unique ``row_id`` (its sampling seed)."""
+    """``counts[l]`` prompts for label ``l``; each row carries a unique ``row_id`` (its sampling seed).
+
+    With ``examples`` (label name -> texts), each prompt first shows a few of them completed in the
+    same template, so the model continues a pattern of good samples (feedback-guided generation).
+    """
     rng = random.Random(seed)
     queues = []
     for label, n in enumerate(counts):
@@ -34,6 +40,10 @@ def prompt_rows(
             template = templates[k % len(templates)]
             condition = rng.choice(conditions) if conditions else None
             prompt = template.format(condition=condition) if condition is not None else template
+            shots = (examples or {}).get(spec.labels[label].name) or []
+            if shots:
+                chosen = rng.sample(shots, min(examples_per_prompt, len(shots)))
+                prompt = "".join(f'{prompt}{text}"\n' for text in chosen) + prompt
             rows.append({"label": label, "label_name": spec.labels[label].name, "prompt": prompt})
         queues.append(rows)
     out: list[dict] = []

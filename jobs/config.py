@@ -1,0 +1,121 @@
+"""The driver's typed config (one YAML per run), validated before any stage starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from sungen_ray.config import from_dict, load_yaml
+from sungen_ray.errors import SungenError
+from sungen_ray.final_model import FinalConfig
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.selection import SelectConfig
+
+BASELINES = ("zerogen", "confidence_tam", "confidence_plm", "cleanlab")
+
+
+@dataclass
+class RoundConfig:
+    num_samples: int
+
+    def validate(self) -> None:
+        if self.num_samples <= 0:
+            raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
+
+
+@dataclass
+class FeedbackConfig:
+    """Feedback-guided generation: later rounds show the previous round's best-weighted samples
+    of the same label as in-context examples (beyond the paper; off by default)."""
+
+    enabled: bool = False
+    examples: int = 2  # examples per prompt
+    from_top: int = 64  # drawn from this many highest-weighted samples per label
+
+    def validate(self) -> None:
+        if self.examples < 1 or self.from_top < self.examples:
+            raise SungenError("examples: need 1 <= examples <= from_top")
+
+
+@dataclass
+class GenerationSettings:
+    model: str | None = None
+    engine: Literal["vllm", "transformers"] = "vllm"
+    replicas: int = 1
+    batch_size: int = 64
+    max_attempts: int = 4
+
+    def validate(self) -> None:
+        if self.replicas < 1:
+            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
+        if self.batch_size < 1:
+            raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    task: str
+    out: str
+    rounds: list[RoundConfig]
+    seed: int = 0
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    reweight: ReweightConfig = field(default_factory=ReweightConfig)
+    workers: int = 1  # >1: reweighting on Ray Train workers with sharded weights
+    use_gpu: bool = False
+    select: SelectConfig = field(default_factory=SelectConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+    gold: str | None = None  # evaluated if the file exists; skipped with a note otherwise
+    baselines: list[str] = field(default_factory=lambda: ["zerogen", "confidence_tam", "confidence_plm"])
+    seeds: list[int] = field(default_factory=lambda: [0])  # final-training seeds (mean and spread)
+
+    def validate(self) -> None:
+        if not self.rounds:
+            raise SungenError("rounds: at least one round is required")
+        if self.workers < 1:
+            raise SungenError(f"workers: must be >= 1, got {self.workers}")
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise SungenError(f"baselines: unknown {unknown}; choose from {list(BASELINES)}")
+        if not self.seeds:
+            raise SungenError("seeds: at least one seed is required")
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    """Apply one ``a.b.0.c=value`` override (lists indexed by position)."""
+    node = data
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SungenError(f"--set {dotted}: {part!r} is not an index of a {len(node)}-item list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise SungenError(f"--set {dotted}: {part!r} is not a mapping")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read the YAML, apply ``key.path=value`` overrides (values parsed as YAML), validate."""
+    data = load_yaml(path)
+    for item in overrides or []:
+        if "=" not in item:
+            raise SungenError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return from_dict(PipelineConfig, data)
+    except SungenError as exc:
+        raise SungenError(f"config {path}: {exc}") from exc

@@ -1,0 +1,63 @@
+"""One call to reweight a pool, however it runs: the CLI and the driver both come through here.
+
+``workers == 1`` runs the core loop in this process (resumable from ``OUT/state.pt``);
+``workers > 1`` runs the very same loop on Ray Train workers with sharded weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sungen_ray.config import config_hash, to_dict
+from sungen_ray.errors import SungenError
+from sungen_ray.reweight.config import ReweightConfig
+
+
+def _log_iteration(metrics: dict) -> None:
+    print(
+        f"[reweight] iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} "
+        f"outer {metrics['outer_loss']:.4f} change {metrics['selection_change']:.4f} "
+        + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items()),
+        flush=True,
+    )
+
+
+def reweight_pool(
+    data: str | Path,
+    out: str | Path,
+    cfg: ReweightConfig,
+    workers: int = 1,
+    use_gpu: bool = False,
+    num_labels: int | None = None,
+) -> Path:
+    """Write ``OUT/weights.parquet`` and ``OUT/metrics.json`` for the pool at ``data``; return OUT."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SungenError(f"--out {out}: exists and is not a directory")
+    if workers > 1 or use_gpu:
+        from sungen_ray.reweight.distributed import run_distributed
+
+        run_distributed(data, out, cfg, workers=workers, use_gpu=use_gpu, num_labels=num_labels)
+        return out
+
+    from sungen_ray.reweight.loop import run as run_loop
+    from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
+    from sungen_ray.reweight.shard import load_data, make_shard
+
+    cfg.validate()
+    pool, num_labels = load_data(data, num_labels)
+    shard = make_shard(pool, num_labels, cfg.tam)
+    digest = config_hash({"config": to_dict(cfg), "data": str(Path(data).resolve()), "n": len(pool)})
+    state, history = load_state(out, digest)
+    if state is not None:
+        print(f"[reweight] resuming from iteration {state['iteration']} ({out / 'state.pt'})", flush=True)
+
+    def checkpoint(state, metrics):
+        history.append(metrics)
+        save_state(out, state, history, digest)
+        _log_iteration(metrics)
+
+    state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
+    write_outputs(out, shard.idx, state["theta"], history, cfg, digest)
+    print(f"[reweight] wrote {out / 'weights.parquet'} ({len(shard)} weights, {state['iteration']} iterations)")
+    return out
