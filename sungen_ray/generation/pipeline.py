@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from sungen_ray.tasks.spec import TaskSpec, load_task
 
 ROWS_PER_FILE = 250_000
 PROGRESS_EVERY_S = 10.0
+FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
+ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
 
 
 @dataclass
@@ -134,9 +137,19 @@ def _check_out_dir(out: Path, run_hash: str) -> dict | None:
     return None
 
 
-def consume(stream, spec: TaskSpec, targets: list[int], tally: Tally, seen: set[str], label: str) -> None:
-    """Pull engine output, keep usable unique rows until every label is full."""
+def consume(
+    stream,
+    spec: TaskSpec,
+    targets: list[int],
+    tally: Tally,
+    seen: set[str],
+    label: str,
+    on_flush: Callable[[], None] | None = None,
+) -> None:
+    """Pull engine output, keep usable unique rows until every label is full.
+    ``on_flush`` is called every FLUSH_EVERY_S so kept rows reach disk while a long attempt runs."""
     stop = spec.decoding.stop
+    last_flush = time.perf_counter()
     per_label = Counter(r["label"] for r in tally.kept)
     start = last = time.perf_counter()
     tokens0 = tally.tokens
@@ -182,6 +195,9 @@ def consume(stream, spec: TaskSpec, targets: list[int], tally: Tally, seen: set[
             rate = (tally.tokens - tokens0) / max(now - start, 1e-9)
             shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
             print(f"[generate] {label}: kept {shares}; {tally.prompts} prompts, {rate:.1f} tok/s", flush=True)
+        if on_flush is not None and now - last_flush >= FLUSH_EVERY_S:
+            last_flush = now
+            on_flush()
         if all(per_label[k] >= t for k, t in enumerate(targets)):
             return
 
@@ -224,9 +240,11 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
 
 
 def _load_staged(staging: Path) -> tuple[Tally, int]:
+    """Everything earlier runs staged, and the number of the next attempt (an interrupted attempt
+    counts as used: its rows are kept, and the next one samples with fresh seeds)."""
     tally = Tally(kept=[], dropped=Counter())
-    attempts = sorted(staging.glob("attempt-*.json"))
-    for meta_path in attempts:
+    chunks = sorted(staging.glob("attempt-*.json"))
+    for meta_path in chunks:
         meta = json.loads(meta_path.read_text())
         tally.kept.extend(pq.read_table(meta_path.with_suffix(".parquet")).to_pylist())
         tally.dropped.update(meta["dropped"])
@@ -235,11 +253,24 @@ def _load_staged(staging: Path) -> tuple[Tally, int]:
         tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
         tally.errors.extend(meta["errors"])
         tally.engine_seconds += meta["engine_seconds"]
-    return tally, len(attempts)
+    attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
+    return tally, (max(attempts) + 1 if attempts else 0)
 
 
-def _stage_attempt(staging: Path, attempt: int, new_rows: list[dict], before: Tally, after: Tally) -> None:
-    base = staging / f"attempt-{attempt:03d}"
+def _snapshot(tally: Tally) -> Tally:
+    return dataclasses.replace(
+        tally,
+        kept=list(tally.kept),
+        dropped=Counter(tally.dropped),
+        errors=list(tally.errors),
+        prompts_per_label=Counter(tally.prompts_per_label),
+    )
+
+
+def _stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
+    """Stage the rows kept (and the counts) since ``before``; a run restarted later loads them back."""
+    new_rows = after.kept[len(before.kept) :]
+    base = staging / name
     atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
     atomic.write_json(
         base.with_suffix(".json"),
@@ -320,7 +351,6 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
     if attempt:
         print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier attempt(s)", flush=True)
     seen = set(existing_texts or ()) | {r["text"] for r in tally.kept}
-    next_row = tally.prompts + 1_000_000 * attempt  # fresh seeds for every attempt, also after a resume
     while attempt < cfg.max_attempts:
         have = Counter(r["label"] for r in tally.kept)
         short = [max(0, t - have[k]) for k, t in enumerate(targets)]
@@ -336,23 +366,22 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             spec,
             counts,
             seed=cfg.seed + attempt,
-            start_id=next_row,
+            start_id=attempt * ATTEMPT_ROW_SPACING,  # fresh seeds for every attempt, also after a resume
             conditions=conditions,
             examples=cfg.examples,
             examples_per_prompt=cfg.examples_per_prompt,
         )
-        next_row += 1_000_000
         print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
-        before = dataclasses.replace(
-            tally,
-            kept=list(tally.kept),
-            dropped=Counter(tally.dropped),
-            errors=list(tally.errors),
-            prompts_per_label=Counter(tally.prompts_per_label),
-        )
-        consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}")
+        chunk = {"n": 0, "before": _snapshot(tally)}
+
+        def flush(attempt=attempt, chunk=chunk):
+            _stage_chunk(staging, f"attempt-{attempt:03d}-{chunk['n']:04d}", chunk["before"], tally)
+            chunk["n"] += 1
+            chunk["before"] = _snapshot(tally)
+
+        consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
         tally.close_window()
-        _stage_attempt(staging, attempt, tally.kept[len(before.kept) :], before, tally)
+        flush()
         attempt += 1
     seconds = time.perf_counter() - t0
 

@@ -1,0 +1,129 @@
+"""The driver end to end on a tiny config (real Ray, real engine, real SmolLM2), stage skipping,
+a driver killed between stages, and bad configs / gold files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.config import load_config
+from jobs.sungen_pipeline import main as pipeline_main
+from sungen_ray import final_model
+from sungen_ray.errors import SungenError
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "jobs" / "configs" / "demo.yaml"
+
+# The demo config, shrunk: two rounds of a few samples, three outer iterations, one seed.
+TINY = [
+    "rounds=[{num_samples: 16}, {num_samples: 12}]",
+    "generation.engine=transformers",
+    "generation.batch_size=16",
+    "reweight.outer_iters=3",
+    "final.epochs=2",
+    "seeds=[0]",
+    "feedback.enabled=true",
+]
+
+
+def _sets(out: Path, gold: Path | None) -> list[str]:
+    args = []
+    for s in [*TINY, f"out={out}", f"gold={gold if gold else 'null'}"]:
+        args += ["--set", s]
+    return args
+
+
+def _gold(tmp_path: Path) -> Path:
+    gold = tmp_path / "gold.jsonl"
+    rows = [
+        {"text": "a wonderful, moving film with great acting", "label": 1},
+        {"text": "dull, boring and far too long", "label": 0},
+        {"text": "i loved every minute of it", "label": 1},
+        {"text": "the worst movie of the year", "label": 0},
+    ]
+    gold.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return gold
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    gold = _gold(tmp_path)
+    assert pipeline_main(["--config", str(DEMO), *_sets(out, gold)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    summary = report["final"]["summary"]
+    assert {"sungen", "zerogen", "confidence_tam", "confidence_plm"} <= set(summary)
+    assert summary["zerogen"]["train_size"] == 28 and summary["sungen"]["train_size"] < 28
+    assert all(0 <= v["accuracy_mean"] <= 1 for v in summary.values())
+    assert [r["generate"]["kept"] for r in report["rounds"]] == [16, 12]
+    assert report["rounds"][1]["select"]["pool"] == 28  # round 1 reweights the pool of both rounds
+    assert (out / "report.md").read_text().startswith("# sungen-ray report")
+    assert (out / "plots" / "weights_by_label.png").stat().st_size > 0
+    assert (out / "plots" / "accuracy.png").stat().st_size > 0
+    assert final_model.load(out / "final" / "model").predict(["great film"]).shape == (1, 2)
+    first = capsys.readouterr().out
+    assert "SunGen" in first and "ZeroGen" in first
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    assert len(stamps) == 7  # 2 rounds x (generate, reweight, select) + final
+    assert pipeline_main(["--config", str(DEMO), *_sets(out, gold)]) == 0
+    assert "done already, skipping" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
+
+
+@pytest.mark.slow
+def test_driver_killed_between_stages_resumes_without_redoing_them(default_model, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *_sets(out, None)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "round-00" / "reweight" / "stage.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "round 0 reweight should have finished"
+    proc.send_signal(signal.SIGKILL)  # dies somewhere after round 0's reweight
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    assert finished, "some stages finished before the kill"
+
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for path, stamp in finished.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path} was redone"
+    assert done.stdout.count("done already, skipping") >= len(finished)
+    assert (out / "report.json").is_file()
+
+
+def test_bad_config_names_the_field(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO.read_text().replace("fraction: 0.7", "fraction: 1.7"))
+    assert pipeline_main(["--config", str(bad)]) == 2
+    assert "select.fraction" in capsys.readouterr().err
+    with pytest.raises(SungenError, match="reweight: unknown field"):
+        load_config(DEMO, ["reweight.outer_iterz=3"])
+    with pytest.raises(SungenError, match="baselines: unknown"):
+        load_config(DEMO, ["baselines=[zerogen, magic]"])
+    with pytest.raises(SungenError, match="rounds"):
+        load_config(DEMO, ["rounds=[]"])
+    with pytest.raises(SungenError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_gold_file_with_unknown_labels_is_refused(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"text": "fine", "label": "neutral"}\n{"text": "bad", "label": "negative"}\n')
+    with pytest.raises(SungenError, match="neutral"):
+        final_model.read_gold(gold, ["negative", "positive"])
+    gold.write_text('{"text": "fine", "label": 2}\n')
+    with pytest.raises(SungenError, match="out of range"):
+        final_model.read_gold(gold, ["negative", "positive"])
+    gold.write_text('{"text": "fine", "label": "POSITIVE"}\n')
+    assert final_model.read_gold(gold, ["negative", "positive"]).label.tolist() == [1]
