@@ -342,3 +342,48 @@ def test_registered_in_cli():
     assert module == "sungen_ray.submit_commands"
     args = _submit_args(address="http://127.0.0.1:8265", config="c.yaml")
     assert args.wait is True and args.working_dir is None and args.runtime_env is None
+
+
+# ---- the real driver, submitted as a Ray job ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+GOLD_SST2 = REPO.parent / "shared" / "data" / "sst2" / "validation.jsonl"
+
+
+@pytest.mark.slow
+def test_demo_config_runs_to_completion_as_a_ray_job(default_model, tmp_path):
+    """`ray job submit` of the demo config (shrunk with --set) against a real local head."""
+    head = start_ray_head(num_cpus=4)  # ray.data.llm needs spare logical CPUs beside the engine
+    try:
+        out = tmp_path / "run"
+        gold = GOLD_SST2 if GOLD_SST2.is_file() else None
+        overrides = [
+            f"out={out}",
+            f"gold={gold if gold else 'null'}",
+            "rounds=[{num_samples: 12}]",
+            "generation.engine=transformers",
+            "generation.batch_size=12",
+            "reweight.outer_iters=2",
+            "final.epochs=1",
+            "seeds=[0]",
+        ]
+        entrypoint = jobs.build_entrypoint("jobs/configs/demo.yaml") + "".join(f" --set '{o}'" for o in overrides)
+        runtime_env = {
+            "working_dir": str(REPO),
+            "excludes": [".venv/", ".git/", "runs/", "tests/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"],
+            "env_vars": {"PYTHONUNBUFFERED": "1"},
+        }
+        client = jobs.connect(head.address)
+        job_id = jobs.submit(client, entrypoint, runtime_env)
+        buf = io.StringIO()
+        status = jobs.wait(client, job_id, out=buf, timeout_s=900)
+        logs = client.get_job_logs(job_id)
+        assert status.value == "SUCCEEDED", logs[-3000:]
+        report = json.loads((out / "report.json").read_text())
+        assert report["rounds"][0]["generate"]["kept"] == 12
+        assert "sungen" in report["final"]["summary"] and "zerogen" in report["final"]["summary"]
+        assert "[pipeline] report:" in logs
+        if gold:
+            assert "SunGen" in logs and "ZeroGen" in logs
+    finally:
+        head.stop()

@@ -1,0 +1,60 @@
+"""Settings of the reweighting loop, with the paper's defaults (Gao et al. 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sungen_ray.errors import SungenError
+from sungen_ray.tam.registry import TamConfig
+
+
+@dataclass
+class ReweightConfig:
+    tam: TamConfig = field(default_factory=TamConfig)
+    outer_iters: int = 50  # upper bound; the stopping rule usually ends the run earlier
+    outer_lr: float = 0.25  # Adam on theta
+    clip: float = 3.0  # global gradient-norm clip of the theta gradient
+    tau: float = 0.9  # outer loss only on validation samples whose weight is in the top tau fraction
+    tau_per_label: bool = False  # ... within their own label (keeps a drifting label from being dropped)
+    outer_loss: Literal["rce", "mae", "ce"] = "rce"
+    rce_smoothing: float = 10.0  # A: log 0 of the one-hot target becomes -A
+    inner_epochs: int = 1  # E, from the same phi_0 every outer iteration
+    valid_size: int = 50_000  # synthetic validation subset V (capped at the pool size)
+    # subtract the weighted mean alignment: "global" is the dS/dtheta term of the exact look-ahead
+    # gradient; "label" does it within each label so no label gains or loses weight as a block
+    center: Literal["label", "global", "none"] = "label"
+    hypergrad: Literal["auto", "fd", "jvp", "reference"] = "auto"
+    fd_eps: float = 1e-3
+    eval_batch_size: int = 8192
+    # stopping rule: stop once the fraction of samples whose kept/dropped side of the top-keep
+    # threshold changed stays under stop_change for stop_patience iterations (0 = never stop early)
+    stop_keep: float = 0.7
+    stop_change: float = 0.005
+    stop_patience: int = 3
+    min_iters: int = 5
+    max_lr_retries: int = 3  # inner loss NaN/inf -> halve the inner lr and retry this many times
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.outer_iters < 0:
+            raise SungenError(f"outer_iters: must be >= 0, got {self.outer_iters}")
+        if self.inner_epochs < 1:
+            raise SungenError(f"inner_epochs: must be >= 1, got {self.inner_epochs}")
+        if not 0 < self.tau <= 1:
+            raise SungenError(f"tau: must be in (0, 1], got {self.tau}")
+        if not 0 < self.stop_keep < 1:
+            raise SungenError(f"stop_keep: must be in (0, 1), got {self.stop_keep}")
+        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps"):
+            if not getattr(self, name) > 0:
+                raise SungenError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("valid_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise SungenError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("stop_patience", "min_iters", "max_lr_retries"):
+            if getattr(self, name) < 0:
+                raise SungenError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.tam.name == "lstm" and self.hypergrad == "jvp":
+            raise SungenError(
+                "hypergrad: 'jvp' is not supported by the lstm TAM (packed LSTM has no forward-mode rule); use fd"
+            )

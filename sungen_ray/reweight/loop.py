@@ -1,0 +1,241 @@
+"""The outer loop of SunGen's bilevel reweighting, on one shard of the samples.
+
+Per outer iteration (DESIGN.md): train the TAM from the fixed phi_0 on the w-weighted loss
+(inner), take the gradient g of a robust loss on the top-tau validation samples (outer),
+get every sample's alignment a_i = <grad CE_i, g> (hypergradient), and take an Adam step
+on theta. The loop only ever holds its own shard of the samples and of theta; every sum over
+samples goes through ``coll``, so one process (LocalCollectives) and W Ray Train workers
+(TorchDistCollectives) run the same code. State is plain tensors so a wrapper can checkpoint it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sungen_ray.errors import SungenError
+from sungen_ray.reweight.collectives import Collectives, LocalCollectives
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.reweight.hypergrad import alignments, default_method, outer_gradient
+from sungen_ray.reweight.losses import outer_loss_fn, top_tau_threshold
+from sungen_ray.tam.encoded import Encoded
+from sungen_ray.tam.registry import build_model
+from sungen_ray.tam.train import train
+
+HIST_BINS = 10  # weight histogram per label in the metrics
+
+
+@dataclass
+class Shard:
+    """This worker's samples: stable ids, labels and their pre-encoded inputs."""
+
+    idx: torch.Tensor  # int64
+    labels: torch.Tensor  # int64
+    data: Encoded
+    num_labels: int
+    encoder: object = None  # the TAM encoder (the LSTM needs its vocabulary size)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+def init_state(n_local: int) -> dict:
+    """Checkpointable state of one worker: theta shard, Adam moments, iteration, stopping rule."""
+    return {
+        "iteration": 0,
+        "theta": torch.zeros(n_local),
+        "adam_m": torch.zeros(n_local),
+        "adam_v": torch.zeros(n_local),
+        "lr_scale": 1.0,
+        "kept": torch.ones(n_local, dtype=torch.bool),
+        "stable_iters": 0,
+        "stopped": False,
+    }
+
+
+def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
+    """Membership of the synthetic validation subset: a hash of (idx, seed), so it is the same
+    whichever worker holds a sample and however the pool is sharded."""
+    x = idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return torch.from_numpy(u < fraction)
+
+
+def initial_model(shard: Shard, cfg: ReweightConfig) -> torch.nn.Module:
+    """phi_0: the same on every worker and every iteration, from the seed alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg.tam, shard.encoder, shard.data, shard.num_labels)
+
+
+def run(
+    shard: Shard,
+    cfg: ReweightConfig,
+    coll: Collectives | None = None,
+    state: dict | None = None,
+    on_iteration: Callable[[dict, dict], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Run outer iterations until ``cfg.outer_iters`` or the stopping rule; resumes from ``state``.
+
+    ``on_iteration(state, metrics)`` is called after every completed iteration (checkpoint hook).
+    Returns the final state and the metrics of the iterations run in this call.
+    """
+    coll = coll or LocalCollectives()
+    state = state or init_state(len(shard))
+    if len(state["theta"]) != len(shard):
+        raise SungenError(f"resume state holds {len(state['theta'])} weights but the shard has {len(shard)} samples")
+    model = initial_model(shard, cfg)
+    phi0 = {k: v.clone() for k, v in model.state_dict().items()}
+    history = []
+    while state["iteration"] < cfg.outer_iters and not state["stopped"]:
+        metrics = outer_iteration(shard, cfg, coll, state, model, phi0)
+        history.append(metrics)
+        if on_iteration is not None:
+            on_iteration(state, metrics)
+    return state, history
+
+
+def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state: dict, model, phi0) -> dict:
+    t = state["iteration"]
+    theta = state["theta"]
+    w = torch.sigmoid(theta)
+    seconds = {}
+
+    # 1. inner problem from phi_0; a non-finite loss retries with a smaller learning rate
+    clock = time.perf_counter()
+    base_lr = cfg.tam.train_setting("lr")
+    while True:
+        model.load_state_dict(phi0)
+        lr = base_lr * state["lr_scale"]
+        inner = train(
+            model,
+            shard.data,
+            shard.labels,
+            w,
+            cfg=cfg.tam,
+            epochs=cfg.inner_epochs,
+            seed=cfg.seed * 1000 + t,
+            lr=lr,
+            coll=coll,
+        )
+        if all(math.isfinite(x) for x in inner):
+            break
+        if state["lr_scale"] <= 0.5**cfg.max_lr_retries:
+            raise SungenError(
+                f"inner training diverged (loss {inner[-1]}) at outer iteration {t} even with lr {lr:g}; "
+                "lower tam.lr or check the data"
+            )
+        state["lr_scale"] *= 0.5
+    seconds["inner"] = time.perf_counter() - clock
+
+    # 2. outer gradient g of the robust loss on the top-tau validation samples
+    clock = time.perf_counter()
+    n_global = float(coll.all_reduce_sum(torch.tensor(float(len(shard)), dtype=torch.float64)))
+    in_valid = valid_mask(shard.idx, cfg.seed, min(1.0, cfg.valid_size / n_global))
+    groups = shard.labels if cfg.tau_per_label else None
+    thr = top_tau_threshold(theta, cfg.tau, coll, groups, shard.num_labels if cfg.tau_per_label else 1)
+    top = theta >= thr[groups if groups is not None else 0]
+    rows = torch.nonzero(in_valid & top).squeeze(1)
+    loss_fn = outer_loss_fn(cfg.outer_loss, cfg.rce_smoothing)
+    g, outer_loss, outer_count = outer_gradient(
+        model, shard.data, shard.labels, rows, loss_fn, coll, cfg.eval_batch_size
+    )
+    seconds["outer"] = time.perf_counter() - clock
+
+    # 3. per-sample alignments a_i = <grad CE_i(phi*), g>
+    clock = time.perf_counter()
+    method = default_method(cfg.tam.name) if cfg.hypergrad == "auto" else cfg.hypergrad
+    a = alignments(method, model, shard.data, shard.labels, g, cfg.eval_batch_size, cfg.fd_eps, lr)
+    seconds["hypergrad"] = time.perf_counter() - clock
+
+    # 4. hypergradient and the Adam step on theta. dL/dtheta_i = -(eta/S) w_i (1 - w_i) (a_i - abar);
+    # it is multiplied by N (i.e. divided by the mean weight instead of S) so its size does not
+    # shrink with the pool and Adam's epsilon stays negligible at a million samples.
+    clock = time.perf_counter()
+    # centring: subtract the weighted mean alignment (the dS/dtheta term of the exact gradient),
+    # per label by default so no label can gain or lose weight as a block (class drift)
+    k = shard.num_labels
+    groups = shard.labels if cfg.center == "label" else torch.zeros_like(shard.labels)
+    sums = torch.zeros(2 * k, dtype=torch.float64)
+    sums.index_add_(0, groups, w.double()).index_add_(0, groups + k, w.double() * a.double())
+    sums = coll.all_reduce_sum(sums)
+    s_global = float(sums[:k].sum())
+    abar = (sums[k:] / sums[:k].clamp(min=1e-30)).float()
+    centred = a if cfg.center == "none" else a - abar[groups]
+    grad = -(lr * n_global / s_global) * w * (1 - w) * centred
+    grad_norm = math.sqrt(float(coll.all_reduce_sum((grad.double() ** 2).sum())))
+    if grad_norm > cfg.clip:
+        grad = grad * (cfg.clip / grad_norm)
+    adam_step(state, grad, cfg.outer_lr, t + 1)
+    state["iteration"] = t + 1
+    stability = update_stopping(state, cfg, coll, n_global)
+    seconds["update"] = time.perf_counter() - clock
+
+    return {
+        "iteration": t + 1,
+        "inner_loss": inner[-1],
+        "inner_lr": lr,
+        "outer_loss": outer_loss,
+        "outer_count": int(outer_count),
+        "hypergrad": method,
+        "grad_norm": grad_norm,
+        "seconds": seconds,
+        **stability,
+        "weights_by_label": weight_histogram(torch.sigmoid(state["theta"]), shard.labels, shard.num_labels, coll),
+    }
+
+
+def adam_step(state: dict, grad: torch.Tensor, lr: float, step: int, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    """Adam on the theta shard (elementwise, so sharding it changes nothing)."""
+    m, v = state["adam_m"], state["adam_v"]
+    m.mul_(betas[0]).add_(grad, alpha=1 - betas[0])
+    v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+    m_hat = m / (1 - betas[0] ** step)
+    v_hat = v / (1 - betas[1] ** step)
+    state["theta"] = state["theta"] - lr * m_hat / (v_hat.sqrt() + eps)
+
+
+def update_stopping(state: dict, cfg: ReweightConfig, coll: Collectives, n_global: float) -> dict:
+    """Selection stability: the share of samples that crossed the top-``stop_keep`` threshold this
+    iteration. Once the set a user would keep stops changing, more iterations only sharpen weights
+    that no longer change the selection (and, measured on injected noise, start to drift)."""
+    thr = top_tau_threshold(state["theta"], cfg.stop_keep, coll)
+    kept = state["theta"] >= thr[0]
+    changed = float(coll.all_reduce_sum(torch.tensor(float((kept != state["kept"]).sum()), dtype=torch.float64)))
+    change = changed / max(n_global, 1.0)
+    state["kept"] = kept
+    state["stable_iters"] = state["stable_iters"] + 1 if change < cfg.stop_change else 0
+    if cfg.stop_patience and state["iteration"] >= cfg.min_iters and state["stable_iters"] >= cfg.stop_patience:
+        state["stopped"] = True
+    return {"selection_change": change, "stopped": state["stopped"]}
+
+
+def weight_histogram(w: torch.Tensor, labels: torch.Tensor, num_labels: int, coll: Collectives) -> list[dict]:
+    """Per label: sample count, mean weight and a 10-bin histogram of weights on [0, 1]."""
+    bins = (w * HIST_BINS).long().clamp(0, HIST_BINS - 1)
+    hist = torch.zeros(num_labels * HIST_BINS, dtype=torch.float64)
+    hist.index_add_(0, labels * HIST_BINS + bins, torch.ones(len(w), dtype=torch.float64))
+    wsum = torch.zeros(num_labels, dtype=torch.float64).index_add_(0, labels, w.double())
+    hist = coll.all_reduce_sum(torch.cat([hist, wsum]))
+    counts = hist[: num_labels * HIST_BINS].view(num_labels, HIST_BINS)
+    out = []
+    for k in range(num_labels):
+        n = float(counts[k].sum())
+        out.append(
+            {
+                "label": k,
+                "count": int(n),
+                "mean_weight": float(hist[num_labels * HIST_BINS + k]) / max(n, 1.0),
+                "hist": [int(c) for c in counts[k]],
+            }
+        )
+    return out

@@ -1,0 +1,59 @@
+"""Reweighting outputs and the resumable single-process checkpoint, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from sungen_ray.config import to_dict
+from sungen_ray.data.atomic import read_json, write_json, write_parquet
+
+
+def weights_table(idx: torch.Tensor, theta: torch.Tensor) -> pa.Table:
+    return pa.table(
+        {
+            "idx": pa.array(idx.numpy(), pa.int64()),
+            "theta": pa.array(theta.float().numpy(), pa.float32()),
+            "weight": pa.array(torch.sigmoid(theta).float().numpy(), pa.float32()),
+        }
+    )
+
+
+def write_outputs(out: Path, idx, theta, history: list[dict], cfg, digest: str) -> None:
+    write_parquet(out / "weights.parquet", weights_table(idx, theta))
+    write_json(
+        out / "metrics.json",
+        {
+            "config": to_dict(cfg),
+            "config_hash": digest,
+            "num_samples": len(idx),
+            "iterations_run": len(history),
+            "stopped_early": bool(history and history[-1]["stopped"]),
+            "iterations": history,
+        },
+    )
+
+
+def save_state(out: Path, state: dict, history: list[dict], digest: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=out)
+    os.close(fd)
+    torch.save({"state": state, "config_hash": digest}, tmp)
+    os.replace(tmp, out / "state.pt")
+    write_json(out / "metrics.partial.json", history)
+
+
+def load_state(out: Path, digest: str) -> tuple[dict | None, list[dict]]:
+    """The saved state when it was made by the same config and data, else a fresh start."""
+    path = out / "state.pt"
+    if not path.is_file():
+        return None, []
+    saved = torch.load(path, weights_only=True)
+    if saved.get("config_hash") != digest:
+        return None, []
+    partial = out / "metrics.partial.json"
+    return saved["state"], (read_json(partial) if partial.is_file() else [])

@@ -1,0 +1,75 @@
+"""Pre-encoded inputs: every TAM trains on tensors, so an outer iteration never tokenises.
+
+Each container holds one whole shard and hands out mini-batches by row index with tensor
+indexing only (no per-sample Python), which keeps an inner epoch over a million rows cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Ragged:
+    """Variable-length token ids stored flat (``tokens``) with ``offsets`` of length n + 1."""
+
+    tokens: torch.Tensor  # int32 or int64
+    offsets: torch.Tensor  # int64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat token ids, bag offsets) for ``rows``, the input format of ``nn.EmbeddingBag``."""
+        starts = self.offsets[rows]
+        lens = self.offsets[rows + 1] - starts
+        bag = torch.zeros(len(rows), dtype=torch.int64)
+        torch.cumsum(lens[:-1], 0, out=bag[1:])
+        total = int(lens.sum())
+        pos = torch.arange(total, dtype=torch.int64) + torch.repeat_interleave(starts - bag, lens, output_size=total)
+        return self.tokens[pos].long(), bag
+
+    def subset(self, rows: torch.Tensor) -> Ragged:
+        tokens, bag = self.batch(rows)
+        offsets = torch.cat([bag, torch.tensor([len(tokens)])])
+        return Ragged(tokens.to(self.tokens.dtype), offsets)
+
+
+@dataclass
+class Padded:
+    """Token ids padded to a fixed width (0 = padding) with true ``lengths`` (at least 1)."""
+
+    ids: torch.Tensor  # (n, width) int32
+    lengths: torch.Tensor  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.lengths[rows]
+        width = int(lengths.max()) if len(rows) else 1
+        return self.ids[rows, :width].long(), lengths
+
+    def subset(self, rows: torch.Tensor) -> Padded:
+        return Padded(self.ids[rows], self.lengths[rows])
+
+
+@dataclass
+class Dense:
+    """Fixed-size feature vectors (e.g. frozen sentence embeddings)."""
+
+    features: torch.Tensor  # (n, dim) float32
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.features[rows],)
+
+    def subset(self, rows: torch.Tensor) -> Dense:
+        return Dense(self.features[rows])
+
+
+Encoded = Ragged | Padded | Dense

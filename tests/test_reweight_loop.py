@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+from reweight_data import flip, sentiment_texts
+
+from sungen_ray.config import from_dict
+from sungen_ray.errors import SungenError
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.reweight.loop import Shard, run
+from sungen_ray.tam import build_encoder
+
+
+def _shard(n=800, share=0.3):
+    texts, labels = sentiment_texts(n)
+    noisy, flipped = flip(labels, share)
+    cfg = from_dict(
+        ReweightConfig,
+        {
+            "tam": {"name": "bow", "buckets": 1 << 14, "batch_size": 32},
+            "outer_iters": 8,
+            "stop_patience": 0,
+            "outer_lr": 0.1,
+        },
+    )
+    enc = build_encoder(cfg.tam)
+    shard = Shard(torch.arange(n), torch.from_numpy(noisy), enc.encode(texts), 2, enc)
+    return shard, flipped, cfg
+
+
+def test_clean_samples_end_above_flipped_ones():
+    shard, flipped, cfg = _shard()
+    state, history = run(shard, cfg)
+    w = torch.sigmoid(state["theta"]).numpy()
+    assert len(history) == 8
+    assert w[~flipped].mean() > w[flipped].mean() + 0.1
+    # most of the lowest-weighted 30% are flipped rows
+    assert flipped[np.argsort(w)[: int(0.3 * len(w))]].mean() > 0.6
+    for m in history:
+        assert set(m["seconds"]) == {"inner", "outer", "hypergrad", "update"}
+        assert sum(h["count"] for h in m["weights_by_label"]) == len(w)
+
+
+def test_resume_continues_identically():
+    shard, _, cfg = _shard(300)
+    straight, _ = run(shard, cfg)
+    half = ReweightConfig(**{**cfg.__dict__, "outer_iters": 4})
+    first, _ = run(shard, half)
+    saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in first.items()}
+    resumed, history = run(shard, cfg, state=saved)
+    assert [m["iteration"] for m in history] == [5, 6, 7, 8]
+    assert torch.equal(resumed["theta"], straight["theta"])
+
+
+def test_divergence_is_a_clear_error():
+    shard, _, cfg = _shard(100)
+    bad = from_dict(
+        ReweightConfig,
+        {
+            "tam": {"name": "bow", "lr": 1e30, "optimizer": "sgd", "batch_size": 10, "buckets": 1 << 14},
+            "outer_iters": 1,
+            "max_lr_retries": 1,
+        },
+    )
+    with pytest.raises(SungenError, match="diverged"):
+        run(shard, bad)

@@ -1,0 +1,51 @@
+import numpy as np
+import torch
+from reweight_data import sentiment_texts
+
+from sungen_ray.tam import Ragged, TamConfig, accuracy, build_encoder, build_model, train
+from sungen_ray.tam.hashing import hash_ngrams
+
+
+def test_hashing_is_stable_and_per_text():
+    tokens, offsets = hash_ngrams(["Hello world!", "", "hello  WORLD again"], 1 << 16)
+    assert offsets.tolist() == [0, 5, 5, 10]  # 3 tokens + 2 bigrams, nothing, 3 + 2
+    assert tokens[0] == tokens[5] and tokens[1] == tokens[6]  # case-insensitive, same ids across texts
+    again, _ = hash_ngrams(["hello world!"], 1 << 16)
+    assert again.tolist() == tokens[:5].tolist()
+    chunked, chunk_offsets = hash_ngrams(["a b", "c d e", "f"], 1 << 10, chunk=1)
+    whole, whole_offsets = hash_ngrams(["a b", "c d e", "f"], 1 << 10)
+    assert chunked.tolist() == whole.tolist() and chunk_offsets.tolist() == whole_offsets.tolist()
+
+
+def test_ragged_batch_and_subset():
+    data = Ragged(torch.arange(10, dtype=torch.int32), torch.tensor([0, 3, 3, 7, 10]))
+    tokens, bags = data.batch(torch.tensor([3, 0, 1]))
+    assert tokens.tolist() == [7, 8, 9, 0, 1, 2] and bags.tolist() == [0, 3, 6]
+    sub = data.subset(torch.tensor([2]))
+    assert sub.tokens.tolist() == [3, 4, 5, 6] and sub.offsets.tolist() == [0, 4]
+
+
+def test_each_tam_learns_a_separable_task():
+    texts, labels = sentiment_texts(600)
+    y = torch.from_numpy(labels)
+    for name, kw in [("bow", {"batch_size": 32}), ("lstm", {"max_len": 16})]:
+        cfg = TamConfig(name=name, **kw)
+        enc = build_encoder(cfg, texts)
+        x = enc.encode(texts)
+        torch.manual_seed(0)
+        model = build_model(cfg, enc, x, 2)
+        train(model, x, y, cfg=cfg, epochs=3)
+        assert accuracy(model, x, y) > 0.95, name
+
+
+def test_weighted_training_ignores_zero_weight_rows():
+    texts, labels = sentiment_texts(400)
+    cfg = TamConfig(name="bow", batch_size=32)
+    enc = build_encoder(cfg)
+    x = enc.encode(texts)
+    wrong = torch.from_numpy(np.where(np.arange(400) < 200, labels, 1 - labels))
+    w = torch.tensor([1.0] * 200 + [0.0] * 200)
+    torch.manual_seed(0)
+    model = build_model(cfg, enc, x, 2)
+    train(model, x, wrong, w, cfg=cfg, epochs=3)
+    assert accuracy(model, x, torch.from_numpy(labels)) > 0.95
