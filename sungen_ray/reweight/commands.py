@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
-    if args.workers > 1 or args.use_gpu:
+    if args.workers != 1 or args.use_gpu:  # run_distributed rejects workers < 1
         return run_ray_train(args, cfg)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -126,6 +126,7 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
             seed=cfg.seed * 1000 + t,
             lr=lr,
             coll=coll,
+            ids=shard.idx,  # the same global batches for any number of workers
         )
         if all(math.isfinite(x) for x in inner):
             break

@@ -44,13 +44,17 @@ def train(
     seed: int = 0,
     lr: float | None = None,
     coll: Collectives | None = None,
+    ids: torch.Tensor | None = None,
 ) -> list[float]:
     """Minimise sum_i w_i CE_i / sum_i w_i over all shards; returns the weighted mean loss per epoch.
 
-    Every worker takes the same number of steps (set by the global sample count), each step a
-    slice of its own shuffled shard, so global batches are about ``batch_size`` whatever the
-    number of workers. The loss per step is normalised by the global mean weight, which makes
-    a step the usual mean-loss step when all weights are 1.
+    Every worker takes the same number of steps (set by the global sample count), so global
+    batches are about ``batch_size`` whatever the number of workers. With ``ids`` (stable global
+    sample ids) a sample's step in an epoch is a hash of (id, seed, epoch): the global batch of
+    every step is then the same set of samples for any number of workers, so W workers compute
+    what one process computes (up to the order of float additions). Without ids each worker
+    shuffles its own shard. The loss per step is normalised by the global mean weight, which
+    makes a step the usual mean-loss step when all weights are 1.
     """
     coll = coll or LocalCollectives()
     n_local = len(data)
@@ -67,9 +71,8 @@ def train(
     model.train()
     losses = []
     for epoch in range(epochs):
-        order = torch.randperm(n_local, generator=seeded_generator(seed, 1, epoch, coll.rank))
         epoch_sum = torch.zeros((), dtype=torch.float64)
-        for rows in torch.tensor_split(order, steps):
+        for rows in _step_rows(n_local, steps, seed, epoch, coll.rank, ids):
             opt.zero_grad(set_to_none=False)
             if len(rows):
                 ce = F.cross_entropy(model(*data.batch(rows)), labels[rows], reduction="none")
@@ -80,6 +83,23 @@ def train(
             opt.step()
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
     return losses
+
+
+def _step_rows(n_local: int, steps: int, seed: int, epoch: int, rank: int, ids: torch.Tensor | None):
+    """The local rows of each inner step of one epoch (see ``train``)."""
+    if ids is None:
+        order = torch.randperm(n_local, generator=seeded_generator(seed, 1, epoch, rank))
+        return torch.tensor_split(order, steps)
+    key = np.uint64(int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, 7]).generate_state(1)[0]))
+    with np.errstate(over="ignore"):
+        x = ids.numpy().astype(np.uint64) ^ key
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    step_of = torch.from_numpy((x % np.uint64(steps)).astype(np.int64))
+    order = torch.argsort(step_of, stable=True)
+    counts = torch.bincount(step_of, minlength=steps)
+    return torch.split(order, counts.tolist())
 
 
 @torch.inference_mode()
