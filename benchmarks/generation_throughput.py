@@ -41,7 +41,9 @@ def kept_count(texts: list[str], spec) -> int:
 def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
     import os
 
+    # the same engine settings the pipeline's replicas get (engines.vllm_stage)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()

@@ -29,15 +29,37 @@ def reweight_pool(
     workers: int = 1,
     use_gpu: bool = False,
     num_labels: int | None = None,
+    max_failures: int = 2,
+    storage_path: str | None = None,
+    threads_per_worker: int = 1,
 ) -> Path:
-    """Write ``OUT/weights.parquet`` and ``OUT/metrics.json`` for the pool at ``data``; return OUT."""
+    """Write ``OUT/weights.parquet`` and ``OUT/metrics.json`` for the pool at ``data``; return OUT.
+
+    ``max_failures``, ``storage_path`` (checkpoints; local, NFS, s3:// or gs://) and
+    ``threads_per_worker`` apply to the Ray Train path only.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SungenError(f"--out {out}: exists and is not a directory")
-    if workers > 1 or use_gpu:
+    if workers != 1 or use_gpu:  # run_distributed rejects workers < 1 with a clear error
         from sungen_ray.reweight.distributed import run_distributed
 
-        run_distributed(data, out, cfg, workers=workers, use_gpu=use_gpu, num_labels=num_labels)
+        summary = run_distributed(
+            data,
+            out,
+            cfg,
+            workers,
+            use_gpu=use_gpu,
+            max_failures=max_failures,
+            storage_path=storage_path,
+            num_labels=num_labels,
+            threads_per_worker=threads_per_worker,
+        )
+        verb = "already finished, kept" if summary["skipped"] else "wrote"
+        print(
+            f"[reweight] {verb} {out / 'weights.parquet'} ({summary['num_samples']} weights, "
+            f"{summary['iterations_run']} iterations, {workers} Ray Train workers, run {summary['run_name']})"
+        )
         return out
 
     from sungen_ray.reweight.loop import run as run_loop

@@ -9,10 +9,8 @@ iteration, so re-running the same command on the same --out resumes where it sto
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sungen_ray.config import config_hash, from_dict, load_yaml, to_dict
-from sungen_ray.errors import SungenError
+from sungen_ray.config import from_dict, load_yaml
 
 # CLI flag -> config field (flags left unset keep the --config / default value)
 FLAGS = {
@@ -64,57 +62,20 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sungen_ray.reweight.loop import run as run_loop
-    from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
-    from sungen_ray.reweight.shard import load_data, make_shard
+    from sungen_ray.reweight.api import reweight_pool
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
-    if args.workers != 1 or args.use_gpu:  # run_distributed rejects workers < 1
-        return run_ray_train(args, cfg)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SungenError(f"--out {out}: exists and is not a directory")
-    data, num_labels = load_data(args.data, args.num_labels)
-    shard = make_shard(data, num_labels, cfg.tam)
-    digest = config_hash({"config": to_dict(cfg), "data": str(Path(args.data).resolve()), "n": len(data)})
-    state, history = load_state(out, digest)
-    if state is not None:
-        print(f"resuming from iteration {state['iteration']} ({out / 'state.pt'})")
-
-    def checkpoint(state, metrics):
-        history.append(metrics)
-        save_state(out, state, history, digest)
-        print(
-            f"iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} outer {metrics['outer_loss']:.4f} "
-            f"change {metrics['selection_change']:.4f} "
-            + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items())
-        )
-
-    state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
-    write_outputs(out, shard.idx, state["theta"], history, cfg, digest)
-    print(f"wrote {out / 'weights.parquet'} ({len(shard)} weights, {state['iteration']} iterations)")
-    return 0
-
-
-def run_ray_train(args: argparse.Namespace, cfg) -> int:
-    from sungen_ray.reweight.distributed import run_distributed
-
-    summary = run_distributed(
+    reweight_pool(
         args.data,
         args.out,
         cfg,
-        args.workers,
+        workers=args.workers,
         use_gpu=args.use_gpu,
+        num_labels=args.num_labels,
         max_failures=args.max_failures,
         storage_path=args.storage_path,
-        num_labels=args.num_labels,
         threads_per_worker=max(1, args.threads),
-    )
-    verb = "already finished, kept" if summary["skipped"] else "wrote"
-    print(
-        f"{verb} {Path(args.out) / 'weights.parquet'} ({summary['num_samples']} weights, "
-        f"{summary['iterations_run']} iterations, {args.workers} Ray Train workers, run {summary['run_name']})"
     )
     return 0
