@@ -58,3 +58,18 @@ def test_reference_is_the_true_lookahead_derivative():
     (du,) = torch.autograd.grad(out, u)
     ref = alignments("reference", model, x, y, g)
     assert _cos(du / -eta, ref) >= 0.99
+
+
+def test_label_balanced_outer_gradient_weighs_labels_equally():
+    """Balanced g is the mean of the per-label mean-loss gradients, however unbalanced the rows are."""
+    model, x, y, _ = _trained("bow", 200)
+    rows = torch.cat([torch.nonzero(y == 0).squeeze(1)[:10], torch.nonzero(y == 1).squeeze(1)[:90]])
+    loss_fn, coll = outer_loss_fn("rce"), LocalCollectives()
+    g, loss, count = outer_gradient(model, x, y, rows, loss_fn, coll, num_labels=2)
+    parts = [outer_gradient(model, x, y, rows[y[rows] == k], loss_fn, coll) for k in (0, 1)]
+    assert count == 100
+    assert abs(loss - (parts[0][1] + parts[1][1]) / 2) < 1e-5
+    for name, value in g.items():
+        assert torch.allclose(value, (parts[0][0][name] + parts[1][0][name]) / 2, atol=1e-6)
+    plain, _, _ = outer_gradient(model, x, y, rows, loss_fn, coll)
+    assert not torch.allclose(plain["out.bias"], g["out.bias"], atol=1e-3)

@@ -17,7 +17,10 @@ def test_cli_writes_weights_and_metrics(tmp_path):
     noisy, _ = flip(labels, 0.2)
     data = _write(tmp_path / "pool.jsonl", [{"text": t, "label": int(y)} for t, y in zip(texts, noisy)])
     out = tmp_path / "out"
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("tam:\n  buckets: 4096\n  batch_size: 32\n")  # a small table keeps the test fast
     args = ["reweight", "--data", data, "--out", str(out), "--outer-iters", "3", "--no-early-stop", "--hypergrad", "fd"]
+    args += ["--config", str(cfg)]
     assert main(args) == 0
     table = pq.read_table(out / "weights.parquet")
     assert table.column_names == ["idx", "theta", "weight"] and table.num_rows == 300

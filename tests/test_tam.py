@@ -26,9 +26,9 @@ def test_ragged_batch_and_subset():
 
 
 def test_each_tam_learns_a_separable_task():
-    texts, labels = sentiment_texts(600)
+    texts, labels = sentiment_texts(400)
     y = torch.from_numpy(labels)
-    for name, kw in [("bow", {"batch_size": 32}), ("lstm", {"max_len": 16})]:
+    for name, kw in [("bow", {"batch_size": 32, "buckets": 1 << 12}), ("lstm", {"max_len": 16, "vocab_size": 500})]:
         cfg = TamConfig(name=name, **kw)
         enc = build_encoder(cfg, texts)
         x = enc.encode(texts)
@@ -40,7 +40,7 @@ def test_each_tam_learns_a_separable_task():
 
 def test_weighted_training_ignores_zero_weight_rows():
     texts, labels = sentiment_texts(400)
-    cfg = TamConfig(name="bow", batch_size=32)
+    cfg = TamConfig(name="bow", batch_size=32, buckets=1 << 12)
     enc = build_encoder(cfg)
     x = enc.encode(texts)
     wrong = torch.from_numpy(np.where(np.arange(400) < 200, labels, 1 - labels))

@@ -41,21 +41,35 @@ def outer_gradient(
     loss_fn,
     coll: Collectives,
     batch_size: int = 8192,
+    num_labels: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], float, float]:
-    """g = grad of the mean outer loss over the outer rows of all workers; also (mean loss, count)."""
+    """g = grad of the mean outer loss over the outer rows of all workers; also (mean loss, count).
+
+    With ``num_labels`` the mean is label-balanced: every label present among the outer rows
+    weighs the same, whatever its row count (each row 1 / (labels present x its label's count)).
+    """
     count = float(coll.all_reduce_sum(torch.tensor(float(len(rows)), dtype=torch.float64)))
+    if num_labels is None:
+        row_weight = torch.full((len(labels),), 1.0 / max(count, 1.0))
+    else:
+        per_label = torch.zeros(num_labels, dtype=torch.float64).index_add_(
+            0, labels[rows], torch.ones(len(rows), dtype=torch.float64)
+        )
+        per_label = coll.all_reduce_sum(per_label)
+        present = max(int((per_label > 0).sum()), 1)
+        row_weight = (1.0 / (present * per_label.clamp(min=1.0))).float()[labels]
     params = dict(model.named_parameters())
     model.zero_grad(set_to_none=False)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for chunk in rows.split(batch_size):
-        loss = loss_fn(model(*data.batch(chunk)), labels[chunk]).sum()
-        (loss / max(count, 1.0)).backward()
+        loss = (loss_fn(model(*data.batch(chunk)), labels[chunk]) * row_weight[chunk]).sum()
+        loss.backward()
         loss_sum += float(loss.detach())
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
     all_reduce_grads(coll, grads)
     g = {k: gr.detach().clone() for k, gr in zip(params, grads)}
     model.zero_grad(set_to_none=True)
-    return g, float(coll.all_reduce_sum(loss_sum)) / max(count, 1.0), count
+    return g, float(coll.all_reduce_sum(loss_sum)), count
 
 
 def alignments(

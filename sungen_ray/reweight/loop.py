@@ -61,8 +61,8 @@ def init_state(n_local: int) -> dict:
 def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
     """Membership of the synthetic validation subset: a hash of (idx, seed), so it is the same
     whichever worker holds a sample and however the pool is sharded."""
-    x = idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        x = idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
@@ -148,7 +148,14 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     rows = torch.nonzero(in_valid & top).squeeze(1)
     loss_fn = outer_loss_fn(cfg.outer_loss, cfg.rce_smoothing)
     g, outer_loss, outer_count = outer_gradient(
-        model, shard.data, shard.labels, rows, loss_fn, coll, cfg.eval_batch_size
+        model,
+        shard.data,
+        shard.labels,
+        rows,
+        loss_fn,
+        coll,
+        cfg.eval_batch_size,
+        shard.num_labels if cfg.outer_balance else None,
     )
     seconds["outer"] = time.perf_counter() - clock
 
