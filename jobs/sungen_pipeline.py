@@ -14,6 +14,7 @@ reweighting from its last iteration's checkpoint).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -180,7 +181,7 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
         results["note"] = f"gold file {cfg.gold} not found: accuracy not measured"
         print(f"[pipeline] {results['note']}", flush=True)
     for seed in cfg.seeds:
-        final_cfg = type(cfg.final)(tam=cfg.final.tam, epochs=cfg.final.epochs, seed=seed)
+        final_cfg = dataclasses.replace(cfg.final, seed=seed)
         sets = training_sets(table, logprobs, cfg.baselines, cfg.select.weighted, spec, final_cfg)
         for variant, (texts, labels, weights, info) in sets.items():
             t0 = time.perf_counter()
