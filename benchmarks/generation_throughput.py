@@ -1,6 +1,6 @@
 """Generation throughput: bare ``vllm.LLM.generate`` vs our Ray Data pipeline (1 replica), one run.
 
-Same model, prompts, per-request seeds and sampling for both; both outputs go through the same
+Same model, prompts, seeds and sampling for both; both outputs go through the same
 postprocess (cut at the quote, min words, dedupe). Engine start-up is timed separately and
 excluded from both throughputs:
   (a) bare:     start = ``LLM(...)`` construction; generation = one ``generate`` over all prompts.
@@ -47,9 +47,13 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=512, enable_prefix_caching=True)
+    llm = LLM(
+        model=model, dtype="float32", enforce_eager=True, max_model_len=512, enable_prefix_caching=True, seed=seed
+    )
     start_s = time.perf_counter() - t0
-    params = [SamplingParams(**_sampling_params(spec.decoding, seed, r["row_id"])) for r in rows]
+    params = [
+        SamplingParams(**_sampling_params(spec.decoding, seed, r["row_id"], per_request_seed=False)) for r in rows
+    ]
     t0 = time.perf_counter()
     outs = llm.generate([r["prompt"] for r in rows], params, use_tqdm=False)
     gen_s = time.perf_counter() - t0

