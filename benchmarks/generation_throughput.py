@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import time
 from collections import Counter
 
@@ -67,7 +68,7 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
 def pipeline(model: str, spec, rows: list[dict], seed: int, batch_size: int, batches_per_block: int) -> dict:
     from sungen_ray.ray_runtime import ensure_ray
 
-    ensure_ray(min_cpus=3)
+    ensure_ray(min_cpus=(os.cpu_count() or 1) + 2)
     cfg = GenerateConfig(
         task=spec.name,
         num_samples=len(rows),
@@ -76,7 +77,11 @@ def pipeline(model: str, spec, rows: list[dict], seed: int, batch_size: int, bat
         seed=seed,
         batches_per_block=batches_per_block,
     )
-    opts = EngineOptions(model=model, decoding=spec.decoding, replicas=1, batch_size=batch_size, seed=seed)
+    # the replica gets the machine's cores, as the bare in-process engine does
+    cpus = os.cpu_count() or 1
+    opts = EngineOptions(
+        model=model, decoding=spec.decoding, replicas=1, batch_size=batch_size, seed=seed, cpus_per_replica=cpus
+    )
     tally = Tally(kept=[], dropped=Counter())
     t0 = time.perf_counter()
     consume(run_engine(cfg, opts, rows), spec, [10**9] * spec.num_labels, tally, set(), "bench")  # no early stop

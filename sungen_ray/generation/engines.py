@@ -115,6 +115,8 @@ def vllm_stage(ds, opts: EngineOptions):
         runtime_env={
             "env_vars": {
                 "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
+                # the engine's math threads = the CPUs this replica reserved
+                "OMP_NUM_THREADS": str(opts.cpus_per_replica),
                 "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
             }
         },
