@@ -53,11 +53,6 @@ def stage(directory: Path, name: str, inputs: dict, fn: Callable[[Path], dict]) 
     return result
 
 
-def stage_seconds(directory: Path) -> float | None:
-    marker = directory / STAGE_FILE
-    return json.loads(marker.read_text())["seconds"] if marker.is_file() else None
-
-
 # ---------------------------------------------------------------------------------------------- rounds
 
 

@@ -20,18 +20,6 @@ import numpy as np
 from sungen_ray.tasks.spec import Decoding
 
 ENGINES = ("vllm", "transformers")
-OUTPUT_COLUMNS = (
-    "row_id",
-    "label",
-    "label_name",
-    "prompt",
-    "generated_text",
-    "num_generated_tokens",
-    "logprob",
-    "error",
-    "t_submit",
-    "t_done",
-)
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
 # (a 2-CPU node deadlocks otherwise; see DESIGN.md).
 LIGHT_STAGE_CPUS = 0.05
