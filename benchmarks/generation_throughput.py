@@ -22,7 +22,7 @@ import os
 import time
 from collections import Counter
 
-from sungen_ray.generation.engines import EngineOptions, _sampling_params
+from sungen_ray.generation.engines import EngineOptions, _sampling_params, scheduler_kwargs
 from sungen_ray.generation.pipeline import GenerateConfig, Tally, consume, run_engine
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
@@ -48,8 +48,15 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
+    engine_batch = scheduler_kwargs(EngineOptions(model=model, decoding=spec.decoding))
     llm = LLM(
-        model=model, dtype="float32", enforce_eager=True, max_model_len=512, enable_prefix_caching=True, seed=seed
+        model=model,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=512,
+        enable_prefix_caching=True,
+        seed=seed,
+        **engine_batch,
     )
     start_s = time.perf_counter() - t0
     params = [
@@ -65,7 +72,9 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
     return {"start_s": start_s, "gen_s": gen_s, "tokens": tokens, "kept": kept_count(texts, spec)}
 
 
-def pipeline(model: str, spec, rows: list[dict], seed: int, batch_size: int, batches_per_block: int) -> dict:
+def pipeline(
+    model: str, spec, rows: list[dict], seed: int, batch_size: int, batches_per_block: int, max_num_seqs: int | None
+) -> dict:
     from sungen_ray.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=(os.cpu_count() or 1) + 2)
@@ -80,7 +89,13 @@ def pipeline(model: str, spec, rows: list[dict], seed: int, batch_size: int, bat
     # the replica gets the machine's cores, as the bare in-process engine does
     cpus = os.cpu_count() or 1
     opts = EngineOptions(
-        model=model, decoding=spec.decoding, replicas=1, batch_size=batch_size, seed=seed, cpus_per_replica=cpus
+        model=model,
+        decoding=spec.decoding,
+        replicas=1,
+        batch_size=batch_size,
+        seed=seed,
+        cpus_per_replica=cpus,
+        max_num_seqs=max_num_seqs,
     )
     tally = Tally(kept=[], dropped=Counter())
     t0 = time.perf_counter()
@@ -104,6 +119,12 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches-per-block", type=int, default=4)
+    ap.add_argument(
+        "--pipeline-max-num-seqs",
+        type=int,
+        default=None,
+        help="engine batch for (b) only, e.g. 128 to see the AsyncLLM default it used to get (default: same as (a))",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="runs of each, in ABBA order to cancel load drift")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -117,7 +138,9 @@ def main() -> None:
         if which == "a":
             r = bare_vllm(model, spec, rows, args.seed)
         else:
-            r = pipeline(model, spec, rows, args.seed, args.batch_size, args.batches_per_block)
+            r = pipeline(
+                model, spec, rows, args.seed, args.batch_size, args.batches_per_block, args.pipeline_max_num_seqs
+            )
         r["tokens_per_s"], r["kept_per_s"] = r["tokens"] / r["gen_s"], r["kept"] / r["gen_s"]
         runs[which].append(r)
         name = "bare vLLM" if which == "a" else "pipeline"

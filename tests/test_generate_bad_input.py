@@ -68,7 +68,13 @@ def test_out_dir_with_unrelated_files_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("engine", "tgi", "engine: must be one of"), ("replicas", 0, "replicas"), ("batch_size", 0, "batch_size")],
+    [
+        ("engine", "tgi", "engine: must be one of"),
+        ("replicas", 0, "replicas"),
+        ("batch_size", 0, "batch_size"),
+        ("max_num_seqs", 0, "max_num_seqs: must be >= 1"),
+        ("cpus_per_replica", 0, "cpus_per_replica: must be >= 1"),
+    ],
 )
 def test_bad_generate_config_fields(tmp_path, field, value, message):
     cfg = GenerateConfig(task="sst2", num_samples=8, out=str(tmp_path / "o"))

@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, default=1, help="engine replicas (Ray Data actors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per engine batch")
+    parser.add_argument("--cpus-per-replica", type=int, default=1, help="CPUs each CPU engine replica reserves")
+    parser.add_argument(
+        "--max-num-seqs", type=int, default=None, help="sequences an engine decodes at once (default: 256 on CPU)"
+    )
     parser.add_argument("--max-attempts", type=int, default=4, help="top-up rounds before giving up")
     parser.add_argument("--round", type=int, default=0, help="round number stored in the pool")
     parser.add_argument("--idx-offset", type=int, default=0, help="first idx of this pool (unique across rounds)")
@@ -34,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         seed=args.seed,
         batch_size=args.batch_size,
+        cpus_per_replica=args.cpus_per_replica,
+        max_num_seqs=args.max_num_seqs,
         max_attempts=args.max_attempts,
         round=args.round,
         idx_offset=args.idx_offset,

@@ -56,6 +56,7 @@ class GenerateConfig:
     overgenerate: float = 1.25
     use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
     cpus_per_replica: int = 1
+    max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
     # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
     # feeding the engine, smaller ones finer-grained streaming and retries.
     batches_per_block: int = 4
@@ -72,6 +73,10 @@ class GenerateConfig:
             raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
         if self.batch_size < 1:
             raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.cpus_per_replica < 1:
+            raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
         if self.max_attempts < 1:
             raise SungenError(f"max_attempts: must be >= 1, got {self.max_attempts}")
         if self.overgenerate < 1:
@@ -82,7 +87,7 @@ class GenerateConfig:
     def identity(self, spec: TaskSpec) -> dict:
         """What determines the output: a re-run with the same identity may resume or skip."""
         d = dataclasses.asdict(self)
-        for k in ("out", "replicas", "use_gpu", "cpus_per_replica"):
+        for k in ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs"):
             d.pop(k)
         d["spec"] = dataclasses.asdict(spec)
         return d
@@ -343,6 +348,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         seed=cfg.seed,
         use_gpu=use_gpu,
         cpus_per_replica=cfg.cpus_per_replica,
+        max_num_seqs=cfg.max_num_seqs,
     )
     t0 = time.perf_counter()
     conditions = _conditions(cfg, spec, opts, staging)
