@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -47,12 +48,19 @@ class GenerationSettings:
     replicas: int = 1
     batch_size: int = 64
     max_attempts: int = 4
+    cpus_per_replica: int = 1
+    max_num_seqs: int | None = None  # sequences an engine decodes at once; None: 256 on CPU
+    stall_timeout_s: float = 1800.0  # fail when no engine output arrives for this long (0: never)
+
+    # how the pool is produced, not what it holds: changing these resumes a stage instead of redoing it
+    EXECUTION_ONLY = ("replicas", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
 
     def validate(self) -> None:
-        if self.replicas < 1:
-            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
-        if self.batch_size < 1:
-            raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+        """The same checks (and messages) as ``generate`` itself, so a bad field fails at load time."""
+        from sungen_ray.generation.pipeline import GenerateConfig
+
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        GenerateConfig(task="-", num_samples=1, out="-", **fields).validate()
 
 
 @dataclass

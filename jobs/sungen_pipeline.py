@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.config import PipelineConfig, load_config
+from jobs.config import GenerationSettings, PipelineConfig, load_config
 from sungen_ray.config import config_hash, to_dict
 from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_labelled, read_table
@@ -102,6 +102,9 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
         model=g.model,
         engine=g.engine,
         replicas=g.replicas,
+        cpus_per_replica=g.cpus_per_replica,
+        max_num_seqs=g.max_num_seqs,
+        stall_timeout_s=g.stall_timeout_s,
         seed=cfg.seed * 1000 + r,
         batch_size=g.batch_size,
         max_attempts=g.max_attempts,
@@ -220,7 +223,9 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None) -> dict:
         gen_inputs = base | {
             "round": r,
             "rounds": to_dict(cfg)["rounds"][: r + 1],
-            "generation": to_dict(cfg.generation),
+            "generation": {
+                k: v for k, v in to_dict(cfg.generation).items() if k not in GenerationSettings.EXECUTION_ONLY
+            },
         }
         gen_inputs["feedback"] = to_dict(cfg.feedback) if r else None
         stage(pool_dir(cfg, r), f"round {r} generate", gen_inputs, lambda d, r=r: generate_round(cfg, spec, r))

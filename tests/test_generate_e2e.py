@@ -10,7 +10,7 @@ import yaml
 
 from sungen_ray.data.labelled import POOL_SCHEMA, read_labelled
 from sungen_ray.errors import SungenError
-from sungen_ray.generation.pipeline import GenerateConfig, generate
+from sungen_ray.generation.pipeline import GenerateConfig, GenerationStalled, generate
 from sungen_ray.tasks.spec import load_task
 
 pytestmark = pytest.mark.slow
@@ -70,3 +70,45 @@ def test_generate_transformers_engine(ray_local, default_model, tmp_path):
     generate(cfg)
     manifest, rows = _check_pool(out, load_task("sst2"), 16, "transformers")
     assert manifest["dropped"]["engine_error"] == 0
+
+
+def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_model, tmp_path):
+    # No engine output within the stall timeout (here: engine start-up alone takes longer) must end
+    # the run with an error that says what happened, with the staging dir written, instead of hanging.
+    out = tmp_path / "pool"
+    cfg = GenerateConfig(
+        task="sst2", num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=5, stall_timeout_s=0.2
+    )
+    with pytest.raises(GenerationStalled, match=r"no engine output for 0.2 s \(stall_timeout_s\)"):
+        generate(cfg)
+    assert sorted(p.name for p in (out / ".staging").glob("attempt-000-*.json")), "the attempt was staged"
+    assert not (out / "manifest.json").exists()
+
+    # The timeout is not part of the run's identity: the same run with the default timeout resumes.
+    cfg.stall_timeout_s = GenerateConfig.stall_timeout_s
+    manifest, _ = _check_pool(out, load_task("sst2"), 16, "transformers") if generate(cfg) else (None, None)
+    assert manifest["attempts"] >= 2, "the stalled attempt counts as used; the resumed run went on"
+
+
+def test_too_few_usable_samples_is_a_clear_error_and_more_attempts_resume(ray_local, default_model, tmp_path):
+    # A spec no text can satisfy: every attempt keeps nothing, so the run must stop with an error that
+    # says how short it is, keep its staged attempts, and accept more attempts as the same run.
+    spec_dict = json.loads(json.dumps(load_task("sst2"), default=lambda o: o.__dict__))
+    spec_dict["decoding"]["min_words"] = 500
+    spec_path = tmp_path / "sst2_impossible.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict))
+    out = tmp_path / "pool"
+    cfg = GenerateConfig(
+        task=str(spec_path), num_samples=4, out=str(out), engine="transformers", batch_size=8, max_attempts=1
+    )
+    with pytest.raises(SungenError, match=r"too few usable samples after 1 attempts; still short \{'negative': 2"):
+        generate(cfg)
+    partial = json.loads((out / ".staging" / "manifest.partial.json").read_text())
+    assert partial["status"] == "incomplete" and partial["dropped"]["too_short"] == partial["prompts_sent"] > 0
+
+    cfg.max_attempts = 2  # how hard to try is not part of the run's identity: it resumes at attempt 2
+    with pytest.raises(SungenError, match="after 2 attempts"):
+        generate(cfg)
+    again = json.loads((out / ".staging" / "manifest.partial.json").read_text())
+    # the top-up asked for at least one engine batch per short label on top of the first attempt's prompts
+    assert again["prompts_sent"] >= partial["prompts_sent"] + 2 * 8

@@ -76,6 +76,10 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     assert pipeline_main(["--config", str(DEMO), *_sets(out, gold)]) == 0
     assert "done already, skipping" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
+    # how generation runs (replicas, engine batch, stall timeout) is not what it produced: still skipped
+    how = ["generation.replicas=2", "generation.max_num_seqs=32", "generation.stall_timeout_s=60"]
+    assert pipeline_main(["--config", str(DEMO), *_sets(out, gold), *[a for h in how for a in ("--set", h)]]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
 
 
 @pytest.mark.slow
@@ -111,6 +115,11 @@ def test_bad_config_names_the_field(tmp_path, capsys):
         load_config(DEMO, ["reweight.outer_iterz=3"])
     with pytest.raises(SungenError, match="baselines: unknown"):
         load_config(DEMO, ["baselines=[zerogen, magic]"])
+    # generation settings fail at load time with generate's own checks, under the config's field name
+    with pytest.raises(SungenError, match=r"generation\.max_num_seqs: must be >= 1, got 0"):
+        load_config(DEMO, ["generation.max_num_seqs=0"])
+    with pytest.raises(SungenError, match=r"generation\.stall_timeout_s: must be >= 0"):
+        load_config(DEMO, ["generation.stall_timeout_s=-5"])
     with pytest.raises(SungenError, match="rounds"):
         load_config(DEMO, ["rounds=[]"])
     with pytest.raises(SungenError, match="config file not found"):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import queue
 import shutil
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,10 @@ class GenerateConfig:
     # feedback-guided generation: label name -> in-context example texts (see prompts.prompt_rows)
     examples: dict[str, list[str]] | None = None
     examples_per_prompt: int = 2
+    # Fail when no engine output arrives for this long (0: never). ray.data.llm restarts an engine
+    # that crashes on every request and retries it forever, which would otherwise hang the run.
+    # Generous, because the first output waits for engine start-up (model load, on GPU compilation).
+    stall_timeout_s: float = 1800.0
 
     def validate(self) -> None:
         if self.num_samples <= 0:
@@ -73,6 +79,8 @@ class GenerateConfig:
             raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
         if self.batch_size < 1:
             raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.stall_timeout_s < 0:
+            raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
         if self.cpus_per_replica < 1:
             raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
@@ -87,7 +95,7 @@ class GenerateConfig:
     def identity(self, spec: TaskSpec) -> dict:
         """What determines the output: a re-run with the same identity may resume or skip."""
         d = dataclasses.asdict(self)
-        for k in ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs"):
+        for k in ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts"):
             d.pop(k)
         d["spec"] = dataclasses.asdict(spec)
         return d
@@ -213,7 +221,64 @@ def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
     blocks = max(1, math.ceil(len(rows) / (cfg.batch_size * cfg.batches_per_block)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = engine_stage(cfg.engine, ds, opts)
-    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    return watch_for_stall(
+        ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), cfg.stall_timeout_s
+    )
+
+
+class GenerationStalled(SungenError):
+    pass
+
+
+def watch_for_stall(batches: Iterator, timeout_s: float) -> Iterator:
+    """Yield ``batches`` (pulled by a helper thread) and raise if none arrives for ``timeout_s``.
+
+    The Ray Data iterator blocks without a deadline, so it is drained by a thread and the caller
+    waits on a queue with one. On a stall the engine actors are left to the Ray session (the CLI and
+    the driver exit on the error; a long-lived process should call ``ray.shutdown()``)."""
+    if timeout_s <= 0:
+        yield from batches
+        return
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def pump() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                put(("batch", batch))
+            put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            put(("error", exc))
+
+    threading.Thread(target=pump, name="sungen-generate-stream", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, item = q.get(timeout=timeout_s)
+            except queue.Empty:
+                raise GenerationStalled(
+                    f"generation stalled: no engine output for {timeout_s:g} s (stall_timeout_s). An engine that "
+                    "fails on every request is restarted and retried by ray.data.llm without end; its error is in "
+                    "the Ray logs (/tmp/ray/session_latest/logs, 'EngineCore'). Rows kept so far are staged; "
+                    "re-running the same command resumes."
+                ) from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:
@@ -362,12 +427,15 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         short = [max(0, t - have[k]) for k, t in enumerate(targets)]
         if not any(short):
             break
-        # Ask for enough prompts to cover each label's shortfall at the keep rate it has shown so far.
+        # Ask for enough prompts to cover each label's shortfall at the keep rate it has shown so far;
+        # a top-up asks for at least one engine batch, since a smaller one costs the same engine time
+        # and small top-ups fall short by chance (the 20k sst2 pool needed 3 attempts with 31 prompts).
         counts = []
         for k, s in enumerate(short):
             sent = tally.prompts_per_label[k]
             keep_rate = have[k] / sent if sent else 1.0
-            counts.append(math.ceil(s * cfg.overgenerate / max(keep_rate, 0.1)) if s else 0)
+            n = math.ceil(s * cfg.overgenerate / max(keep_rate, 0.1)) if s else 0
+            counts.append(max(n, cfg.batch_size) if s and sent else n)
         rows = prompt_rows(
             spec,
             counts,
@@ -385,9 +453,11 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             chunk["n"] += 1
             chunk["before"] = _snapshot(tally)
 
-        consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
-        tally.close_window()
-        flush()
+        try:
+            consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
+        finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
+            tally.close_window()
+            flush()
         attempt += 1
     seconds = time.perf_counter() - t0
 
