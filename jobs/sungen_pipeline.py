@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -58,6 +59,12 @@ def stage(directory: Path, name: str, inputs: dict, fn: Callable[[Path], dict]) 
 
 def round_dir(cfg: PipelineConfig, r: int) -> Path:
     return Path(cfg.out) / f"round-{r:02d}"
+
+
+def file_sha256(path: str | None) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def pool_dir(cfg: PipelineConfig, r: int) -> Path:
@@ -249,6 +256,8 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None) -> dict:
         "baselines": cfg.baselines,
         "seeds": cfg.seeds,
         "gold": cfg.gold,
+        # the file itself, not just its name: a gold file that appears or changes re-runs the evaluation
+        "gold_sha256": file_sha256(cfg.gold),
     }
     final = stage(out / "final", "final training + evaluation", final_inputs, lambda d: final_stage(cfg, spec, d))
     report = write_report(cfg, spec, out, total_seconds=time.perf_counter() - t_start)

@@ -81,6 +81,17 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     assert pipeline_main(["--config", str(DEMO), *_sets(out, gold), *[a for h in how for a in ("--set", h)]]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
 
+    # a gold file that changes re-runs the evaluation, and only that stage
+    with gold.open("a") as fh:
+        fh.write(json.dumps({"text": "an instant classic", "label": 1}) + "\n")
+    assert pipeline_main(["--config", str(DEMO), *_sets(out, gold)]) == 0
+    final_stage = out / "final" / "stage.json"
+    assert final_stage.stat().st_mtime_ns != stamps[final_stage]
+    assert {p: t for p, t in stamps.items() if p != final_stage} == {
+        p: p.stat().st_mtime_ns for p in out.rglob("stage.json") if p != final_stage
+    }
+    assert json.loads((out / "final" / "final.json").read_text())["variants"]["sungen"][0]["n"] == 5
+
 
 @pytest.mark.slow
 def test_driver_killed_between_stages_resumes_without_redoing_them(default_model, tmp_path):
