@@ -52,9 +52,6 @@ class GenerationSettings:
     max_num_seqs: int | None = None  # sequences an engine decodes at once; None: 256 on CPU
     stall_timeout_s: float = 1800.0  # fail when no engine output arrives for this long (0: never)
 
-    # how the pool is produced, not what it holds: changing these resumes a stage instead of redoing it
-    EXECUTION_ONLY = ("replicas", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
-
     def validate(self) -> None:
         """The same checks (and messages) as ``generate`` itself, so a bad field fails at load time."""
         from sungen_ray.generation.pipeline import GenerateConfig

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.config import GenerationSettings, PipelineConfig, load_config
+from jobs.config import PipelineConfig, load_config
 from sungen_ray.config import config_hash, to_dict
 from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_labelled, read_table
 from sungen_ray.errors import SungenError
+from sungen_ray.generation.pipeline import EXECUTION_ONLY
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
 STAGE_FILE = "stage.json"
@@ -230,9 +231,7 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None) -> dict:
         gen_inputs = base | {
             "round": r,
             "rounds": to_dict(cfg)["rounds"][: r + 1],
-            "generation": {
-                k: v for k, v in to_dict(cfg.generation).items() if k not in GenerationSettings.EXECUTION_ONLY
-            },
+            "generation": {k: v for k, v in to_dict(cfg.generation).items() if k not in EXECUTION_ONLY},
         }
         gen_inputs["feedback"] = to_dict(cfg.feedback) if r else None
         stage(pool_dir(cfg, r), f"round {r} generate", gen_inputs, lambda d, r=r: generate_round(cfg, spec, r))

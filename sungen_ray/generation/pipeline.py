@@ -40,6 +40,9 @@ ROWS_PER_FILE = 250_000
 PROGRESS_EVERY_S = 10.0
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
+# How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
+# stage hashes), so changing them resumes a run instead of refusing or redoing it.
+EXECUTION_ONLY = ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
 
 
 @dataclass
@@ -94,9 +97,7 @@ class GenerateConfig:
 
     def identity(self, spec: TaskSpec) -> dict:
         """What determines the output: a re-run with the same identity may resume or skip."""
-        d = dataclasses.asdict(self)
-        for k in ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts"):
-            d.pop(k)
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
         d["spec"] = dataclasses.asdict(spec)
         return d
 
