@@ -23,7 +23,9 @@ import time
 from collections import Counter
 
 from sungen_ray.generation.engines import EngineOptions, _sampling_params, scheduler_kwargs
-from sungen_ray.generation.pipeline import GenerateConfig, Tally, consume, run_engine
+from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.pipeline import consume, run_engine
+from sungen_ray.generation.staging import Tally
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
 from sungen_ray.plm.prepare import resolve_model
@@ -75,7 +77,7 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
 def pipeline(
     model: str, spec, rows: list[dict], seed: int, batch_size: int, batches_per_block: int, max_num_seqs: int | None
 ) -> dict:
-    from sungen_ray.ray_runtime import ensure_ray
+    from sungen_ray.dist.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=(os.cpu_count() or 1) + 2)
     cfg = GenerateConfig(

@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sungen_ray import final_model
-from sungen_ray.baselines import training_sets
 from sungen_ray.config import from_dict
-from sungen_ray.curation import read_weights
+from sungen_ray.curate.baselines import training_sets
+from sungen_ray.curate.weights import read_weights
+from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.data.labelled import read_labelled, read_table
-from sungen_ray.generation.pipeline import GenerateConfig, generate
+from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.pipeline import generate
 from sungen_ray.reweight.api import reweight_pool
 from sungen_ray.reweight.config import ReweightConfig
-from sungen_ray.selection import SelectConfig, select
+from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import load_task
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from sungen_ray.config import from_dict
+from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.data.labelled import read_labelled
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.loop import Shard, run
-from sungen_ray.selection import SelectConfig, select
 from sungen_ray.tam import accuracy, build_encoder, build_model, train
 
 

@@ -125,6 +125,16 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     return obj
 
 
+def field_choices(cls: type, name: str) -> tuple:
+    """The values a ``Literal`` (or optional ``Literal``) dataclass field accepts: argparse
+    ``choices`` come from the config's type, not from a second list."""
+    tp = typing.get_type_hints(cls)[name]
+    for t in (tp, *typing.get_args(tp)):
+        if typing.get_origin(t) is typing.Literal:
+            return typing.get_args(t)
+    raise TypeError(f"{cls.__name__}.{name} is not a Literal field")
+
+
 def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 

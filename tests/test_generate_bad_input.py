@@ -8,7 +8,8 @@ import pytest
 
 from sungen_ray.cli import main
 from sungen_ray.errors import SungenError
-from sungen_ray.generation.pipeline import GenerateConfig, generate
+from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.pipeline import generate
 from sungen_ray.plm.prepare import resolve_model
 
 

@@ -10,7 +10,9 @@ import yaml
 
 from sungen_ray.data.labelled import POOL_SCHEMA, read_labelled
 from sungen_ray.errors import SungenError
-from sungen_ray.generation.pipeline import GenerateConfig, GenerationStalled, generate
+from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.pipeline import generate
+from sungen_ray.generation.watchdog import GenerationStalled
 from sungen_ray.tasks.spec import load_task
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import load_config
 from jobs.sungen_pipeline import main as pipeline_main
-from sungen_ray import final_model
 from sungen_ray.errors import SungenError
+from sungen_ray.pipeline.config import load_config
+from sungen_ray.tam import final as final_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "jobs" / "configs" / "demo.yaml"

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from sungen_ray.curate.selection import SelectConfig, label_shares, select
 from sungen_ray.errors import SungenError
-from sungen_ray.selection import SelectConfig, label_shares, select
 
 
 def test_per_label_top_keeps_label_balance_where_global_top_drifts():

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from sungen_ray import cli, submit_commands
-from sungen_ray import submit as jobs
+from sungen_ray import cli
+from sungen_ray.cli import submit as submit_commands
+from sungen_ray.dist import ray_job as jobs
 from sungen_ray.errors import SungenError
 
 RAY_BIN = Path(sys.executable).parent / "ray"
@@ -339,7 +340,7 @@ def test_entrypoint_quotes_config():
 
 def test_registered_in_cli():
     module, _help = cli.COMMANDS["submit"]
-    assert module == "sungen_ray.submit_commands"
+    assert module == "sungen_ray.cli.submit"
     args = _submit_args(address="http://127.0.0.1:8265", config="c.yaml")
     assert args.wait is True and args.working_dir is None and args.runtime_env is None
 

@@ -15,15 +15,15 @@ from sungen_ray.errors import SungenError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-model": (
-        "sungen_ray.plm.commands",
+        "sungen_ray.cli.prepare_model",
         "convert the embedded default PLM (or check --model) and print its path",
     ),
-    "generate": ("sungen_ray.generation.commands", "generate a labelled synthetic pool with Ray Data + vLLM"),
-    "reweight": ("sungen_ray.reweight.commands", "learn per-sample weights (SunGen bilevel robust reweighting)"),
-    "train": ("sungen_ray.train_commands", "train the final task model on a (curated) pool"),
-    "evaluate": ("sungen_ray.evaluate_commands", "accuracy and macro-F1 of a trained task model on a gold file"),
-    "run": ("jobs.run_commands", "run the whole pipeline (rounds of generate/reweight/select, train, report)"),
-    "submit": ("sungen_ray.submit_commands", "run the pipeline driver as a Ray job on a cluster and follow it"),
+    "generate": ("sungen_ray.cli.generate", "generate a labelled synthetic pool with Ray Data + vLLM"),
+    "reweight": ("sungen_ray.cli.reweight", "learn per-sample weights (SunGen bilevel robust reweighting)"),
+    "train": ("sungen_ray.cli.train", "train the final task model on a (curated) pool"),
+    "evaluate": ("sungen_ray.cli.evaluate", "accuracy and macro-F1 of a trained task model on a gold file"),
+    "run": ("sungen_ray.cli.run", "run the whole pipeline (rounds of generate/reweight/select, train, report)"),
+    "submit": ("sungen_ray.cli.submit", "run the pipeline driver as a Ray job on a cluster and follow it"),
 }
 
 

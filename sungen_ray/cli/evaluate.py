@@ -14,9 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sungen_ray import final_model
     from sungen_ray.data import atomic
     from sungen_ray.errors import SungenError
+    from sungen_ray.tam import final as final_model
     from sungen_ray.tasks.spec import load_task
 
     trained = final_model.load(args.model)

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from sungen_ray.generation.config import ENGINES
+
+# flags whose value is a GenerateConfig field of the same name (argparse's dest)
+FIELDS = (
+    "task",
+    "num_samples",
+    "out",
+    "model",
+    "engine",
+    "replicas",
+    "seed",
+    "batch_size",
+    "cpus_per_replica",
+    "max_num_seqs",
+    "max_attempts",
+    "round",
+    "idx_offset",
+    "use_gpu",
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="built-in task name (sst2, imdb, ...) or path to a spec YAML")
     parser.add_argument("--num-samples", type=int, required=True, help="usable samples to keep, balanced over labels")
     parser.add_argument("--out", required=True, help="output directory (new or empty, or this run's own to resume)")
     parser.add_argument("--model", default=None, help="local model dir or hub id (default: embedded SmolLM2-135M)")
-    parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
+    parser.add_argument("--engine", choices=ENGINES, default="vllm")
     parser.add_argument("--replicas", type=int, default=1, help="engine replicas (Ray Data actors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per engine batch")
@@ -27,24 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sungen_ray.generation.pipeline import GenerateConfig, generate
+    from sungen_ray.config import from_dict
+    from sungen_ray.generation.config import GenerateConfig
+    from sungen_ray.generation.pipeline import generate
 
-    cfg = GenerateConfig(
-        task=args.task,
-        num_samples=args.num_samples,
-        out=args.out,
-        model=args.model,
-        engine=args.engine,
-        replicas=args.replicas,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        cpus_per_replica=args.cpus_per_replica,
-        max_num_seqs=args.max_num_seqs,
-        max_attempts=args.max_attempts,
-        round=args.round,
-        idx_offset=args.idx_offset,
-        use_gpu=args.use_gpu,
-    )
+    cfg = from_dict(GenerateConfig, {f: getattr(args, f) for f in FIELDS})
     generate(cfg)
     print(f"pool written to {cfg.out}")
     return 0

@@ -1,5 +1,5 @@
 """``sungen-ray reweight``: learn one weight per sample of a labelled pool (one process, or
-``--workers W`` Ray Train workers with sharded weights, see ``distributed.py``).
+``--workers W`` Ray Train workers with sharded weights, see ``reweight/distributed.py``).
 
 Writes ``weights.parquet`` (idx, theta, weight), ``metrics.json`` (per-iteration inner/outer
 loss, seconds per phase, weight histogram by label) and ``state.pt`` after every outer
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from sungen_ray.config import from_dict, load_yaml
+from sungen_ray.config import field_choices, from_dict, load_yaml
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.tam.config import TamConfig
 
 # CLI flag -> config field (flags left unset keep the --config / default value)
 FLAGS = {
@@ -28,10 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="pool Parquet dir/file, or JSONL/CSV with text and label")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--config", help="YAML with ReweightConfig fields (flags override it)")
-    p.add_argument("--tam", choices=["bow", "lstm", "minilm"])
+    p.add_argument("--tam", choices=field_choices(TamConfig, "name"))
     p.add_argument("--outer-iters", type=int, help="maximum outer iterations T (default 50)")
-    p.add_argument("--outer-loss", choices=["rce", "mae", "ce"])
-    p.add_argument("--hypergrad", choices=["auto", "fd", "jvp", "reference"])
+    p.add_argument("--outer-loss", choices=field_choices(ReweightConfig, "outer_loss"))
+    p.add_argument("--hypergrad", choices=field_choices(ReweightConfig, "hypergrad"))
     p.add_argument("--inner-epochs", type=int)
     p.add_argument("--valid-size", type=int)
     p.add_argument("--tau", type=float)
@@ -46,8 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from sungen_ray.reweight.config import ReweightConfig
-
     data = load_yaml(args.config) if args.config else {}
     for flag, field in FLAGS.items():
         if getattr(args, flag, None) is not None:

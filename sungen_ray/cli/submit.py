@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from sungen_ray import submit as jobs
+from sungen_ray.dist import ray_job
 from sungen_ray.errors import SungenError
 
 
@@ -44,23 +44,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.address:
         raise SungenError("--address is required (or set RAY_ADDRESS): the Ray dashboard URL, e.g. http://HEAD:8265")
     # Local checks first: a typo in a path should not cost a connection attempt or an upload.
-    runtime_env = jobs.load_runtime_env(args.runtime_env)
-    entrypoint, runtime_env = jobs.prepare_job(args.config, working_dir=args.working_dir, runtime_env=runtime_env)
-    address = jobs.normalize_address(args.address)
-    client = jobs.connect(address)
-    job_id = jobs.submit(client, entrypoint, runtime_env, submission_id=args.submission_id)
+    runtime_env = ray_job.load_runtime_env(args.runtime_env)
+    entrypoint, runtime_env = ray_job.prepare_job(args.config, working_dir=args.working_dir, runtime_env=runtime_env)
+    address = ray_job.normalize_address(args.address)
+    client = ray_job.connect(address)
+    job_id = ray_job.submit(client, entrypoint, runtime_env, submission_id=args.submission_id)
     print(job_id, flush=True)
     if not args.wait:
         print(f"follow with: ray job logs --address {address} --follow {job_id}", file=sys.stderr)
         return 0
     try:
-        status = jobs.wait(client, job_id, out=sys.stdout)
+        status = ray_job.wait(client, job_id, out=sys.stdout)
     except KeyboardInterrupt:
         print(
             f"\nstopped following; the job keeps running. Stop it with: ray job stop --address {address} {job_id}",
             file=sys.stderr,
         )
         return 130
-    message = jobs.failure_message(client, job_id) if status.value != "SUCCEEDED" else ""
+    message = ray_job.failure_message(client, job_id) if status.value != "SUCCEEDED" else ""
     print(f"job {job_id} {status.value}" + (f": {message}" if message else ""), file=sys.stderr)
     return 0 if status.value == "SUCCEEDED" else 1

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from sungen_ray.config import field_choices
+from sungen_ray.curate.selection import SelectConfig
+from sungen_ray.tam.config import TamConfig
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="pool Parquet dir/file (or JSONL/CSV with text, label)")
     p.add_argument("--out", required=True, help="directory for model.pt and train.json")
     p.add_argument("--weights", help="weights.parquet (or its directory) from `sungen-ray reweight`")
-    p.add_argument("--select", choices=["per_label_top", "top", "threshold", "all"], default="per_label_top")
-    p.add_argument("--fraction", type=float, default=0.7, help="kept fraction for the top modes")
-    p.add_argument("--threshold", type=float, default=0.5, help="keep weight > threshold (mode threshold)")
+    p.add_argument("--select", choices=field_choices(SelectConfig, "mode"), default=SelectConfig.mode)
+    p.add_argument("--fraction", type=float, default=SelectConfig.fraction, help="kept fraction for the top modes")
+    p.add_argument(
+        "--threshold", type=float, default=SelectConfig.threshold, help="keep weight > threshold (mode threshold)"
+    )
     p.add_argument("--weighted", action="store_true", help="train with the kept samples' weights")
-    p.add_argument("--tam", choices=["bow", "lstm", "minilm"], default="bow")
+    p.add_argument("--tam", choices=field_choices(TamConfig, "name"), default=TamConfig.name)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-labels", type=int, help="number of classes (default: from the data)")
@@ -24,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sungen_ray import final_model
     from sungen_ray.config import from_dict
-    from sungen_ray.curation import curate, label_names_of, read_weights
+    from sungen_ray.curate.curated import curate, label_names_of
+    from sungen_ray.curate.weights import read_weights
     from sungen_ray.data import atomic
-    from sungen_ray.reweight.shard import load_data
-    from sungen_ray.selection import SelectConfig
+    from sungen_ray.data.labelled import load_data
+    from sungen_ray.tam import final as final_model
 
     data, num_labels = load_data(args.data, args.num_labels)
     names = label_names_of(args.data, num_labels)

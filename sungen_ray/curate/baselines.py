@@ -11,13 +11,19 @@ from *which* samples were kept, not how many:
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
-from sungen_ray import final_model
+from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.errors import SungenError
-from sungen_ray.selection import SelectConfig, select
+from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import TaskSpec
+
+BaselineName = Literal["zerogen", "confidence_tam", "confidence_plm", "cleanlab"]
+BASELINES: tuple[str, ...] = typing.get_args(BaselineName)
 
 
 def _per_label_top(scores: np.ndarray, labels: np.ndarray, fraction: float) -> np.ndarray:

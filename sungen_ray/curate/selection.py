@@ -1,12 +1,13 @@
 """Selecting the curated set from learned weights.
 
-On real synthetic data the kept set drifted toward one label as it shrank (DESIGN.md: positive
+On real synthetic data the kept set drifted toward one label as it shrank (docs/DESIGN.md; README, Results: positive
 share 0.51 -> 0.79 in the top 50% by weight), so the default keeps the top fraction *within each
 label*; the global modes stay available, and every selection reports the label shares it kept.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,12 +15,13 @@ import numpy as np
 
 from sungen_ray.errors import SungenError
 
-MODES = ("per_label_top", "top", "threshold", "all")
+SelectMode = Literal["per_label_top", "top", "threshold", "all"]
+MODES: tuple[str, ...] = typing.get_args(SelectMode)
 
 
 @dataclass
 class SelectConfig:
-    mode: Literal["per_label_top", "top", "threshold", "all"] = "per_label_top"
+    mode: SelectMode = "per_label_top"
     fraction: float = 0.7  # for the top modes
     threshold: float = 0.5  # for mode=threshold: keep weight > threshold
     weighted: bool = False  # train the final TAM with the weights of the kept samples

@@ -155,3 +155,9 @@ def read_labelled(
     else:
         idx = np.arange(len(text), dtype=np.int64)
     return LabelledData(idx=idx, text=text, label=labels, source=where)
+
+
+def load_data(path, num_labels: int | None = None) -> tuple[LabelledData, int]:
+    """A pool with at least two labels, and its number of labels (given, or from the data)."""
+    data = read_labelled(path, num_labels=num_labels, min_labels=2)
+    return data, num_labels or int(data.label.max()) + 1

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from sungen_ray.errors import SungenError
+from sungen_ray.generation.config import ENGINES
 from sungen_ray.tasks.spec import Decoding
 
-ENGINES = ("vllm", "transformers")
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
 # (a 2-CPU node deadlocks otherwise; see DESIGN.md).
 LIGHT_STAGE_CPUS = 0.05
@@ -249,4 +250,4 @@ def engine_stage(engine: str, ds, opts: EngineOptions):
         return vllm_stage(ds, opts)
     if engine == "transformers":
         return transformers_stage(ds, opts)
-    raise ValueError(f"unknown engine {engine!r}")
+    raise SungenError(f"engine: must be one of {list(ENGINES)}, got {engine!r}")

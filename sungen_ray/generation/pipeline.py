@@ -5,8 +5,9 @@ postprocess, and the driver consumes the stream: it dedupes, counts drop reasons
 soon as every label has its share. If the model wastes more samples than expected, it tops up
 with new prompts for the labels that are short, a bounded number of times.
 
-Kept rows are staged per attempt under ``OUT/.staging`` so an interrupted run resumes instead of
-regenerating; the final Parquet and ``manifest.json`` appear atomically at the end.
+Kept rows are staged per attempt under ``OUT/.staging`` (``staging.py``) so an interrupted run
+resumes instead of regenerating; the final Parquet (``pool_writer.py``) and ``manifest.json``
+appear atomically at the end.
 """
 
 from __future__ import annotations
@@ -14,111 +15,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import queue
 import shutil
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sungen_ray.config import config_hash
 from sungen_ray.data import atomic
-from sungen_ray.data.labelled import POOL_SCHEMA
 from sungen_ray.errors import SungenError
-from sungen_ray.generation.engines import ENGINES, EngineOptions, engine_stage
+from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.engines import EngineOptions, engine_stage
+from sungen_ray.generation.pool_writer import pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk
+from sungen_ray.generation.watchdog import watch_for_stall
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
-ROWS_PER_FILE = 250_000
 PROGRESS_EVERY_S = 10.0
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
-# How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
-# stage hashes), so changing them resumes a run instead of refusing or redoing it.
-EXECUTION_ONLY = ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
-
-
-@dataclass
-class GenerateConfig:
-    task: str
-    num_samples: int
-    out: str
-    model: str | None = None
-    engine: str = "vllm"
-    replicas: int = 1
-    seed: int = 0
-    batch_size: int = 64
-    round: int = 0
-    idx_offset: int = 0
-    max_attempts: int = 4
-    overgenerate: float = 1.25
-    use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
-    cpus_per_replica: int = 1
-    max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
-    # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
-    # feeding the engine, smaller ones finer-grained streaming and retries.
-    batches_per_block: int = 4
-    # feedback-guided generation: label name -> in-context example texts (see prompts.prompt_rows)
-    examples: dict[str, list[str]] | None = None
-    examples_per_prompt: int = 2
-    # Fail when no engine output arrives for this long (0: never). ray.data.llm restarts an engine
-    # that crashes on every request and retries it forever, which would otherwise hang the run.
-    # Generous, because the first output waits for engine start-up (model load, on GPU compilation).
-    stall_timeout_s: float = 1800.0
-
-    def validate(self) -> None:
-        if self.num_samples <= 0:
-            raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
-        if self.engine not in ENGINES:
-            raise SungenError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
-        if self.replicas < 1:
-            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
-        if self.batch_size < 1:
-            raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.stall_timeout_s < 0:
-            raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
-        if self.cpus_per_replica < 1:
-            raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
-        if self.max_num_seqs is not None and self.max_num_seqs < 1:
-            raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
-        if self.max_attempts < 1:
-            raise SungenError(f"max_attempts: must be >= 1, got {self.max_attempts}")
-        if self.overgenerate < 1:
-            raise SungenError(f"overgenerate: must be >= 1, got {self.overgenerate}")
-        if self.idx_offset < 0:
-            raise SungenError(f"idx_offset: must be >= 0, got {self.idx_offset}")
-
-    def identity(self, spec: TaskSpec) -> dict:
-        """What determines the output: a re-run with the same identity may resume or skip."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
-        d["spec"] = dataclasses.asdict(spec)
-        return d
-
-
-@dataclass
-class Tally:
-    kept: list[dict]
-    dropped: Counter
-    tokens: int = 0
-    prompts: int = 0
-    errors: list[str] = dataclasses.field(default_factory=list)
-    prompts_per_label: Counter = dataclasses.field(default_factory=Counter)
-    # generation window, start-up excluded: first request into an engine .. last result out
-    first_submit: float = math.inf
-    last_done: float = -math.inf
-    engine_seconds: float = 0.0  # summed over attempts
-
-    def close_window(self) -> None:
-        if self.last_done > self.first_submit:
-            self.engine_seconds += self.last_done - self.first_submit
-        self.first_submit, self.last_done = math.inf, -math.inf
 
 
 def _row_error(batch: dict, i: int) -> str:
@@ -127,28 +46,6 @@ def _row_error(batch: dict, i: int) -> str:
         if col in batch and batch[col][i]:
             return str(batch[col][i])
     return ""
-
-
-def _check_out_dir(out: Path, run_hash: str) -> dict | None:
-    """Return the finished manifest if this exact run is already done; refuse dirs of other runs."""
-    manifest_path = out / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("config_hash") == run_hash and manifest.get("status") == "complete":
-            return manifest
-        raise SungenError(
-            f"--out {out} holds another run (task={manifest.get('task')}, "
-            f"num_samples={manifest.get('requested')}, seed={manifest.get('seed')}); "
-            "choose a new --out or delete it"
-        )
-    staging_meta = out / ".staging" / "run.json"
-    if staging_meta.is_file():
-        if json.loads(staging_meta.read_text()).get("config_hash") != run_hash:
-            raise SungenError(f"--out {out} holds an unfinished run with a different configuration; delete it first")
-        return None
-    if out.exists() and any(out.iterdir()):
-        raise SungenError(f"--out {out} is not empty and holds no sungen-ray run; choose an empty or new directory")
-    return None
 
 
 def consume(
@@ -227,61 +124,6 @@ def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
     )
 
 
-class GenerationStalled(SungenError):
-    pass
-
-
-def watch_for_stall(batches: Iterator, timeout_s: float) -> Iterator:
-    """Yield ``batches`` (pulled by a helper thread) and raise if none arrives for ``timeout_s``.
-
-    The Ray Data iterator blocks without a deadline, so it is drained by a thread and the caller
-    waits on a queue with one. On a stall the engine actors are left to the Ray session (the CLI and
-    the driver exit on the error; a long-lived process should call ``ray.shutdown()``)."""
-    if timeout_s <= 0:
-        yield from batches
-        return
-    q: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def put(item) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def pump() -> None:
-        try:
-            for batch in batches:
-                if stop.is_set():
-                    return
-                put(("batch", batch))
-            put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
-            put(("error", exc))
-
-    threading.Thread(target=pump, name="sungen-generate-stream", daemon=True).start()
-    try:
-        while True:
-            try:
-                kind, item = q.get(timeout=timeout_s)
-            except queue.Empty:
-                raise GenerationStalled(
-                    f"generation stalled: no engine output for {timeout_s:g} s (stall_timeout_s). An engine that "
-                    "fails on every request is restarted and retried by ray.data.llm without end; its error is in "
-                    "the Ray logs (/tmp/ray/session_latest/logs, 'EngineCore'). Rows kept so far are staged; "
-                    "re-running the same command resumes."
-                ) from None
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:
     """First stage for tasks that condition on generated values (movie/restaurant/product names)."""
     if spec.condition is None:
@@ -310,92 +152,16 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
     return values
 
 
-def _load_staged(staging: Path) -> tuple[Tally, int]:
-    """Everything earlier runs staged, and the number of the next attempt (an interrupted attempt
-    counts as used: its rows are kept, and the next one samples with fresh seeds)."""
-    tally = Tally(kept=[], dropped=Counter())
-    chunks = sorted(staging.glob("attempt-*.json"))
-    for meta_path in chunks:
-        meta = json.loads(meta_path.read_text())
-        tally.kept.extend(pq.read_table(meta_path.with_suffix(".parquet")).to_pylist())
-        tally.dropped.update(meta["dropped"])
-        tally.tokens += meta["tokens"]
-        tally.prompts += meta["prompts"]
-        tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
-        tally.errors.extend(meta["errors"])
-        tally.engine_seconds += meta["engine_seconds"]
-    attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
-    return tally, (max(attempts) + 1 if attempts else 0)
-
-
-def _snapshot(tally: Tally) -> Tally:
-    return dataclasses.replace(
-        tally,
-        kept=list(tally.kept),
-        dropped=Counter(tally.dropped),
-        errors=list(tally.errors),
-        prompts_per_label=Counter(tally.prompts_per_label),
-    )
-
-
-def _stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
-    """Stage the rows kept (and the counts) since ``before``; a run restarted later loads them back."""
-    new_rows = after.kept[len(before.kept) :]
-    base = staging / name
-    atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
-    atomic.write_json(
-        base.with_suffix(".json"),
-        {
-            "dropped": dict(after.dropped - before.dropped),
-            "tokens": after.tokens - before.tokens,
-            "prompts": after.prompts - before.prompts,
-            "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
-            "engine_seconds": after.engine_seconds - before.engine_seconds,
-            "errors": after.errors[len(before.errors) :],
-        },
-    )
-
-
-def _empty_kept() -> pa.Table:
-    return pa.table(
-        {
-            "row_id": pa.array([], pa.int64()),
-            "text": pa.array([], pa.string()),
-            "label": pa.array([], pa.int64()),
-            "label_name": pa.array([], pa.string()),
-            "logprob": pa.array([], pa.float64()),
-        }
-    )
-
-
-def _pool_table(kept: list[dict], spec: TaskSpec, cfg: GenerateConfig, model_id: str) -> pa.Table:
-    kept = sorted(kept, key=lambda r: r["row_id"])
-    n = len(kept)
-    return pa.table(
-        {
-            "idx": pa.array(np.arange(cfg.idx_offset, cfg.idx_offset + n, dtype=np.int64)),
-            "text": pa.array([r["text"] for r in kept], pa.string()),
-            "label": pa.array([r["label"] for r in kept], pa.int32()),
-            "label_name": pa.array([r["label_name"] for r in kept], pa.string()),
-            "task": pa.array([spec.name] * n, pa.string()),
-            "round": pa.array([cfg.round] * n, pa.int16()),
-            "model": pa.array([model_id] * n, pa.string()),
-            "logprob": pa.array([r["logprob"] for r in kept], pa.float32()),
-        },
-        schema=POOL_SCHEMA,
-    )
-
-
 def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
     """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
+    from sungen_ray.dist.ray_runtime import cluster_has_gpus, ensure_ray
     from sungen_ray.plm.prepare import resolve_model
-    from sungen_ray.ray_runtime import cluster_has_gpus, ensure_ray
 
     cfg.validate()
     spec = load_task(cfg.task)
     out = Path(cfg.out)
     run_hash = config_hash(cfg.identity(spec))
-    done = _check_out_dir(out, run_hash)
+    done = check_out_dir(out, run_hash)
     if done is not None:
         print(f"[generate] {out} already holds this run ({done['kept']} samples); nothing to do", flush=True)
         return done
@@ -419,7 +185,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
     t0 = time.perf_counter()
     conditions = _conditions(cfg, spec, opts, staging)
     targets = label_targets(cfg.num_samples, spec.num_labels)
-    tally, attempt = _load_staged(staging)
+    tally, attempt = load_staged(staging)
     if attempt:
         print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier attempt(s)", flush=True)
     seen = set(existing_texts or ()) | {r["text"] for r in tally.kept}
@@ -447,12 +213,12 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             examples_per_prompt=cfg.examples_per_prompt,
         )
         print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
-        chunk = {"n": 0, "before": _snapshot(tally)}
+        chunk = {"n": 0, "before": snapshot(tally)}
 
         def flush(attempt=attempt, chunk=chunk):
-            _stage_chunk(staging, f"attempt-{attempt:03d}-{chunk['n']:04d}", chunk["before"], tally)
+            stage_chunk(staging, f"attempt-{attempt:03d}-{chunk['n']:04d}", chunk["before"], tally)
             chunk["n"] += 1
-            chunk["before"] = _snapshot(tally)
+            chunk["before"] = snapshot(tally)
 
         try:
             consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
@@ -501,13 +267,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             "lower the spec's min_words, or use a stronger --model"
         )
 
-    table = _pool_table(tally.kept, spec, cfg, model)
-    files = []
-    for i, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
-        # Data files live in data/ so `pq.read_table(OUT / "data")` never trips over manifest.json.
-        name = f"data/pool-r{cfg.round:02d}-{i:05d}.parquet"
-        atomic.write_parquet(out / name, table.slice(start, ROWS_PER_FILE))
-        files.append(name)
+    table = pool_table(tally.kept, spec, cfg, model)
+    files = write_pool(out, table, cfg.round)
     manifest.update(
         {
             "files": files,

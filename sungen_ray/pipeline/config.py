@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import yaml
 
 from sungen_ray.config import from_dict, load_yaml
+from sungen_ray.curate.baselines import BASELINES
+from sungen_ray.curate.selection import SelectConfig
 from sungen_ray.errors import SungenError
-from sungen_ray.final_model import FinalConfig
+from sungen_ray.generation.config import EngineSettings
 from sungen_ray.reweight.config import ReweightConfig
-from sungen_ray.selection import SelectConfig
-
-BASELINES = ("zerogen", "confidence_tam", "confidence_plm", "cleanlab")
+from sungen_ray.tam.final import FinalConfig
 
 
 @dataclass
@@ -42,32 +40,13 @@ class FeedbackConfig:
 
 
 @dataclass
-class GenerationSettings:
-    model: str | None = None
-    engine: Literal["vllm", "transformers"] = "vllm"
-    replicas: int = 1
-    batch_size: int = 64
-    max_attempts: int = 4
-    cpus_per_replica: int = 1
-    max_num_seqs: int | None = None  # sequences an engine decodes at once; None: 256 on CPU
-    stall_timeout_s: float = 1800.0  # fail when no engine output arrives for this long (0: never)
-
-    def validate(self) -> None:
-        """The same checks (and messages) as ``generate`` itself, so a bad field fails at load time."""
-        from sungen_ray.generation.pipeline import GenerateConfig
-
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        GenerateConfig(task="-", num_samples=1, out="-", **fields).validate()
-
-
-@dataclass
 class PipelineConfig:
     name: str
     task: str
     out: str
     rounds: list[RoundConfig]
     seed: int = 0
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generation: EngineSettings = field(default_factory=EngineSettings)  # passed through to generate
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
     workers: int = 1  # >1: reweighting on Ray Train workers with sharded weights

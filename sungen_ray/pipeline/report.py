@@ -10,13 +10,10 @@ import numpy as np
 
 from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_table
+from sungen_ray.pipeline.layout import RunLayout
+from sungen_ray.pipeline.stages import read_stage
 
 EXAMPLES = 5
-
-
-def _stage(path: Path) -> dict | None:
-    f = path / "stage.json"
-    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def _weight_plot(rounds: list[dict], label_names: list[str], path: Path) -> None:
@@ -61,14 +58,13 @@ def _accuracy_plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(cfg, spec, out: Path, total_seconds: float) -> dict:
+def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
     rounds = []
     for r in range(len(cfg.rounds)):
-        rd = out / f"round-{r:02d}"
-        gen = _stage(out / "pool" / f"round-{r:02d}")
-        rw = _stage(rd / "reweight")
-        sel = _stage(rd / "select")
-        metrics = json.loads((rd / "reweight" / "metrics.json").read_text())
+        gen = read_stage(layout.pool(r))
+        rw = read_stage(layout.reweight(r))
+        sel = read_stage(layout.select(r))
+        metrics = json.loads((layout.reweight(r) / "metrics.json").read_text())
         last = metrics["iterations"][-1] if metrics["iterations"] else None
         rounds.append(
             {
@@ -84,8 +80,8 @@ def write_report(cfg, spec, out: Path, total_seconds: float) -> dict:
                 },
             }
         )
-    final = _stage(out / "final")
-    table = read_table(out / f"round-{len(cfg.rounds) - 1:02d}" / "select" / "selected.parquet").to_pandas()
+    final = read_stage(layout.final)
+    table = read_table(layout.selected(len(cfg.rounds) - 1)).to_pandas()
     examples = {}
     for label, name in enumerate(spec.label_names):
         rows = table[table.label == label].sort_values("weight")
@@ -102,14 +98,14 @@ def write_report(cfg, spec, out: Path, total_seconds: float) -> dict:
         "examples": examples,
         "total_seconds": round(total_seconds, 1),
     }
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    _weight_plot(rounds, spec.label_names, plots / "weights_by_label.png")
+    layout.plots.mkdir(exist_ok=True)
+    _weight_plot(rounds, spec.label_names, layout.plots / "weights_by_label.png")
     if final:
-        _accuracy_plot(final["result"]["summary"], plots / "accuracy.png")
-    atomic.write_json(out / "report.json", report)
-    (out / ".report.md.tmp").write_text(_markdown(report, spec))
-    (out / ".report.md.tmp").replace(out / "report.md")
+        _accuracy_plot(final["result"]["summary"], layout.plots / "accuracy.png")
+    atomic.write_json(layout.report_json, report)
+    tmp = layout.out / ".report.md.tmp"
+    tmp.write_text(_markdown(report, spec))
+    tmp.replace(layout.report_md)
     return report
 
 

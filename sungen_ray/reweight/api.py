@@ -62,9 +62,10 @@ def reweight_pool(
         )
         return out
 
+    from sungen_ray.data.labelled import load_data
     from sungen_ray.reweight.loop import run as run_loop
     from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
-    from sungen_ray.reweight.shard import load_data, make_shard
+    from sungen_ray.reweight.shard import make_shard
 
     cfg.validate()
     pool, num_labels = load_data(data, num_labels)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sungen_ray.errors import SungenError
-from sungen_ray.tam.registry import TamConfig
+from sungen_ray.tam.config import TamConfig
 
 
 @dataclass

@@ -63,8 +63,8 @@ def run_distributed(
     ``storage_path`` (default ``out_dir/checkpoints``) may be a local/NFS path or an S3/GCS URI that
     every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
+    from sungen_ray.data.labelled import load_data
     from sungen_ray.reweight.outputs import write_outputs
-    from sungen_ray.reweight.shard import load_data
 
     cfg.validate()
     if workers < 1:
@@ -196,7 +196,7 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sungen_ray.ray_runtime import ensure_ray
+    from sungen_ray.dist.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=workers * threads + 1)
     trainer = TorchTrainer(
@@ -266,9 +266,10 @@ def _worker_loop(config: dict) -> None:
     """One Ray Train worker: load and encode its shard, restore its state, run the shared loop."""
     import ray.train
 
-    from sungen_ray.reweight.collectives import TorchDistCollectives
+    from sungen_ray.data.labelled import load_data
+    from sungen_ray.dist.collectives import TorchDistCollectives
     from sungen_ray.reweight.loop import run
-    from sungen_ray.reweight.shard import load_data, make_shard
+    from sungen_ray.reweight.shard import make_shard
 
     torch.set_num_threads(max(1, int(config["threads"])))
     ctx = ray.train.get_context()

@@ -10,15 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sungen_ray.data.labelled import LabelledData, read_labelled
+from sungen_ray.data.labelled import LabelledData
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
 from sungen_ray.tam.registry import TamConfig, build_encoder
-
-
-def load_data(path, num_labels: int | None = None) -> tuple[LabelledData, int]:
-    data = read_labelled(path, num_labels=num_labels, min_labels=2)
-    return data, num_labels or int(data.label.max()) + 1
 
 
 def make_shard(data: LabelledData, num_labels: int, tam: TamConfig, rank: int = 0, world_size: int = 1) -> Shard:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sungen_ray.reweight.collectives import Collectives, LocalCollectives, all_reduce_grads
+from sungen_ray.dist.collectives import Collectives, LocalCollectives, all_reduce_grads
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
 

@@ -1,0 +1,28 @@
+"""Reading a reweighting run's weights back, aligned to a pool's rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from sungen_ray.errors import SungenError
+
+
+def read_weights(path: str | Path, idx: np.ndarray) -> np.ndarray:
+    """Weights aligned to ``idx``; every pool row must have one."""
+    path = Path(path)
+    file = path / "weights.parquet" if path.is_dir() else path
+    if not file.is_file():
+        raise SungenError(f"weights not found: {file}")
+    table = pq.read_table(file, columns=["idx", "weight"])
+    w_idx = table.column("idx").to_numpy()
+    w = table.column("weight").to_numpy().astype(np.float64)
+    order = np.argsort(w_idx)
+    pos = np.searchsorted(w_idx[order], idx)
+    pos = np.clip(pos, 0, len(order) - 1)
+    found = w_idx[order][pos] == idx
+    if not found.all():
+        raise SungenError(f"{file}: no weight for {int((~found).sum())} pool rows (e.g. idx {int(idx[~found][0])})")
+    return w[order][pos]

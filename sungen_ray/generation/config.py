@@ -1,0 +1,92 @@
+"""What ``generate`` is asked for: the engine settings (shared with the driver's ``generation:``
+block and the CLI's flags) and the pool's own fields (task, size, seed, round, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from sungen_ray.errors import SungenError
+from sungen_ray.tasks.spec import TaskSpec
+
+EngineName = Literal["vllm", "transformers"]
+ENGINES: tuple[str, ...] = typing.get_args(EngineName)
+
+# How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
+# stage hashes), so changing them resumes a run instead of refusing or redoing it.
+EXECUTION_ONLY = ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
+
+
+@dataclass
+class EngineSettings:
+    """How the engine runs: one definition for ``generate``, the driver's config and the CLI."""
+
+    model: str | None = None  # local model dir or hub id; None: the embedded SmolLM2-135M
+    engine: EngineName = "vllm"
+    replicas: int = 1
+    batch_size: int = 64  # prompts per engine batch
+    max_attempts: int = 4  # top-up rounds before giving up
+    cpus_per_replica: int = 1
+    max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
+    # Fail when no engine output arrives for this long (0: never). ray.data.llm restarts an engine
+    # that crashes on every request and retries it forever, which would otherwise hang the run.
+    # Generous, because the first output waits for engine start-up (model load, on GPU compilation).
+    stall_timeout_s: float = 1800.0
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise SungenError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.replicas < 1:
+            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
+        if self.batch_size < 1:
+            raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.stall_timeout_s < 0:
+            raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
+        if self.cpus_per_replica < 1:
+            raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
+        if self.max_attempts < 1:
+            raise SungenError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+
+
+# kw_only: the pool's required fields follow the engine settings' defaulted ones. A subclass, not a
+# nested field, so the field names (and so the run identity in earlier manifests) stay flat.
+@dataclass(kw_only=True)
+class GenerateConfig(EngineSettings):
+    task: str
+    num_samples: int
+    out: str
+    seed: int = 0
+    round: int = 0
+    idx_offset: int = 0
+    overgenerate: float = 1.25
+    use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
+    # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
+    # feeding the engine, smaller ones finer-grained streaming and retries.
+    batches_per_block: int = 4
+    # feedback-guided generation: label name -> in-context example texts (see prompts.prompt_rows)
+    examples: dict[str, list[str]] | None = None
+    examples_per_prompt: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, **pool_fields) -> GenerateConfig:
+        """The driver's path: its ``generation:`` block passed through, plus the round's own fields."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(EngineSettings)}, **pool_fields)
+
+    def validate(self) -> None:
+        if self.num_samples <= 0:
+            raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
+        super().validate()
+        if self.overgenerate < 1:
+            raise SungenError(f"overgenerate: must be >= 1, got {self.overgenerate}")
+        if self.idx_offset < 0:
+            raise SungenError(f"idx_offset: must be >= 0, got {self.idx_offset}")
+
+    def identity(self, spec: TaskSpec) -> dict:
+        """What determines the output: a re-run with the same identity may resume or skip."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
+        d["spec"] = dataclasses.asdict(spec)
+        return d

@@ -1,0 +1,116 @@
+"""Resumable generation: kept rows are staged per attempt under ``OUT/.staging``, so an
+interrupted run loads them back instead of regenerating them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sungen_ray.data import atomic
+from sungen_ray.errors import SungenError
+
+
+@dataclass
+class Tally:
+    kept: list[dict]
+    dropped: Counter
+    tokens: int = 0
+    prompts: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+    prompts_per_label: Counter = dataclasses.field(default_factory=Counter)
+    # generation window, start-up excluded: first request into an engine .. last result out
+    first_submit: float = math.inf
+    last_done: float = -math.inf
+    engine_seconds: float = 0.0  # summed over attempts
+
+    def close_window(self) -> None:
+        if self.last_done > self.first_submit:
+            self.engine_seconds += self.last_done - self.first_submit
+        self.first_submit, self.last_done = math.inf, -math.inf
+
+
+def check_out_dir(out: Path, run_hash: str) -> dict | None:
+    """Return the finished manifest if this exact run is already done; refuse dirs of other runs."""
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("config_hash") == run_hash and manifest.get("status") == "complete":
+            return manifest
+        raise SungenError(
+            f"--out {out} holds another run (task={manifest.get('task')}, "
+            f"num_samples={manifest.get('requested')}, seed={manifest.get('seed')}); "
+            "choose a new --out or delete it"
+        )
+    staging_meta = out / ".staging" / "run.json"
+    if staging_meta.is_file():
+        if json.loads(staging_meta.read_text()).get("config_hash") != run_hash:
+            raise SungenError(f"--out {out} holds an unfinished run with a different configuration; delete it first")
+        return None
+    if out.exists() and any(out.iterdir()):
+        raise SungenError(f"--out {out} is not empty and holds no sungen-ray run; choose an empty or new directory")
+    return None
+
+
+def load_staged(staging: Path) -> tuple[Tally, int]:
+    """Everything earlier runs staged, and the number of the next attempt (an interrupted attempt
+    counts as used: its rows are kept, and the next one samples with fresh seeds)."""
+    tally = Tally(kept=[], dropped=Counter())
+    chunks = sorted(staging.glob("attempt-*.json"))
+    for meta_path in chunks:
+        meta = json.loads(meta_path.read_text())
+        tally.kept.extend(pq.read_table(meta_path.with_suffix(".parquet")).to_pylist())
+        tally.dropped.update(meta["dropped"])
+        tally.tokens += meta["tokens"]
+        tally.prompts += meta["prompts"]
+        tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
+        tally.errors.extend(meta["errors"])
+        tally.engine_seconds += meta["engine_seconds"]
+    attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
+    return tally, (max(attempts) + 1 if attempts else 0)
+
+
+def snapshot(tally: Tally) -> Tally:
+    return dataclasses.replace(
+        tally,
+        kept=list(tally.kept),
+        dropped=Counter(tally.dropped),
+        errors=list(tally.errors),
+        prompts_per_label=Counter(tally.prompts_per_label),
+    )
+
+
+def stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
+    """Stage the rows kept (and the counts) since ``before``; a run restarted later loads them back."""
+    new_rows = after.kept[len(before.kept) :]
+    base = staging / name
+    atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
+    atomic.write_json(
+        base.with_suffix(".json"),
+        {
+            "dropped": dict(after.dropped - before.dropped),
+            "tokens": after.tokens - before.tokens,
+            "prompts": after.prompts - before.prompts,
+            "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
+            "engine_seconds": after.engine_seconds - before.engine_seconds,
+            "errors": after.errors[len(before.errors) :],
+        },
+    )
+
+
+def _empty_kept() -> pa.Table:
+    return pa.table(
+        {
+            "row_id": pa.array([], pa.int64()),
+            "text": pa.array([], pa.string()),
+            "label": pa.array([], pa.int64()),
+            "label_name": pa.array([], pa.string()),
+            "logprob": pa.array([], pa.float64()),
+        }
+    )

@@ -1,0 +1,62 @@
+"""The final stage: the SunGen model and every baseline trained with the same TAM and seeds,
+evaluated on the gold file when there is one, summarised as mean and spread over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sungen_ray.data import atomic
+from sungen_ray.data.labelled import read_table
+from sungen_ray.pipeline.config import PipelineConfig
+from sungen_ray.pipeline.layout import RunLayout
+from sungen_ray.pipeline.rounds import pool_view
+from sungen_ray.tasks.spec import TaskSpec
+
+
+def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
+    """Train the SunGen model and every baseline with the same TAM and seeds; evaluate on gold."""
+    from sungen_ray.curate.baselines import training_sets
+    from sungen_ray.tam import final as final_model
+
+    layout = RunLayout(cfg.out)
+    table = read_table(layout.selected(len(cfg.rounds) - 1)).to_pandas()
+    logprobs = read_table(pool_view(layout, len(cfg.rounds) - 1)).to_pandas().set_index("idx")["logprob"]
+    gold = Path(cfg.gold) if cfg.gold else None
+    gold_ok = gold is not None and gold.is_file()
+    if gold_ok:
+        final_model.read_gold(gold, spec.label_names)  # label check before any training
+    results: dict = {"gold": str(gold) if gold_ok else None, "variants": {}}
+    if cfg.gold and not gold_ok:
+        results["note"] = f"gold file {cfg.gold} not found: accuracy not measured"
+        print(f"[pipeline] {results['note']}", flush=True)
+    for seed in cfg.seeds:
+        final_cfg = dataclasses.replace(cfg.final, seed=seed)
+        sets = training_sets(table, logprobs, cfg.baselines, cfg.select.weighted, spec, final_cfg)
+        for variant, (texts, labels, weights, info) in sets.items():
+            t0 = time.perf_counter()
+            trained = final_model.fit(texts, labels, spec.label_names, final_cfg, weights)
+            entry = {"train_size": len(texts), "train_seconds": time.perf_counter() - t0, **info}
+            if gold_ok:
+                entry.update(final_model.evaluate(trained, gold))
+            if variant == "sungen" and seed == cfg.seeds[0]:
+                final_model.save(directory / "model", trained, {"task": spec.name, "variant": variant})
+            results["variants"].setdefault(variant, []).append({"seed": seed, **entry})
+            acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
+            print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)
+    summary = {}
+    for variant, runs in results["variants"].items():
+        accs = [x["accuracy"] for x in runs if "accuracy" in x]
+        f1s = [x["macro_f1"] for x in runs if "macro_f1" in x]
+        summary[variant] = {
+            "train_size": runs[0]["train_size"],
+            "accuracy_mean": float(np.mean(accs)) if accs else None,
+            "accuracy_std": float(np.std(accs)) if accs else None,
+            "macro_f1_mean": float(np.mean(f1s)) if f1s else None,
+        }
+    results["summary"] = summary
+    atomic.write_json(directory / "final.json", results)
+    return {"summary": summary, "gold": results["gold"], "note": results.get("note")}
