@@ -22,12 +22,12 @@ import os
 import time
 from collections import Counter
 
-from sungen_ray.generation.engines import EngineOptions, _sampling_params, scheduler_kwargs
 from sungen_ray.generation.config import GenerateConfig
+from sungen_ray.generation.engines import EngineOptions, _sampling_params, scheduler_kwargs
 from sungen_ray.generation.pipeline import consume, run_engine
-from sungen_ray.generation.staging import Tally
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.generation.staging import Tally
 from sungen_ray.plm.prepare import resolve_model
 from sungen_ray.tasks.spec import load_task
 

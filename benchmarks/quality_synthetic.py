@@ -21,8 +21,8 @@ import pandas as pd
 
 from sungen_ray.config import from_dict
 from sungen_ray.curate.baselines import training_sets
-from sungen_ray.curate.weights import read_weights
 from sungen_ray.curate.selection import SelectConfig, select
+from sungen_ray.curate.weights import read_weights
 from sungen_ray.data.labelled import read_labelled, read_table
 from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.pipeline import generate

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or with ``only`` set, one whose other subcommands carry just their help line
-    (so running one stage never imports the others' modules)."""
+    (so running one stage never imports the others' modules; ``only=""`` imports none)."""
     parser = argparse.ArgumentParser(prog="sungen-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -43,7 +43,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(only=first if first in COMMANDS else None).parse_args(argv)
+    # no known subcommand (--help, a typo): argparse answers from the help lines alone, importing nothing
+    args = build_parser(only=first if first in COMMANDS else "").parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except SungenError as exc:

@@ -8,18 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sungen_ray.config import config_hash, to_dict
-from sungen_ray.errors import SungenError
 from sungen_ray.reweight.config import ReweightConfig
-
-
-def _log_iteration(metrics: dict) -> None:
-    print(
-        f"[reweight] iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} "
-        f"outer {metrics['outer_loss']:.4f} change {metrics['selection_change']:.4f} "
-        + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items()),
-        flush=True,
-    )
+from sungen_ray.reweight.outputs import check_out_dir, log_iteration, run_digest
 
 
 def reweight_pool(
@@ -38,9 +28,7 @@ def reweight_pool(
     ``max_failures``, ``storage_path`` (checkpoints; local, NFS, s3:// or gs://) and
     ``threads_per_worker`` apply to the Ray Train path only.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SungenError(f"--out {out}: exists and is not a directory")
+    out = check_out_dir(Path(out))
     if workers != 1 or use_gpu:  # run_distributed rejects workers < 1 with a clear error
         from sungen_ray.reweight.distributed import run_distributed
 
@@ -70,7 +58,7 @@ def reweight_pool(
     cfg.validate()
     pool, num_labels = load_data(data, num_labels)
     shard = make_shard(pool, num_labels, cfg.tam)
-    digest = config_hash({"config": to_dict(cfg), "data": str(Path(data).resolve()), "n": len(pool)})
+    digest = run_digest(cfg, str(Path(data).resolve()), len(pool))
     state, history = load_state(out, digest)
     if state is not None:
         print(f"[reweight] resuming from iteration {state['iteration']} ({out / 'state.pt'})", flush=True)
@@ -78,7 +66,7 @@ def reweight_pool(
     def checkpoint(state, metrics):
         history.append(metrics)
         save_state(out, state, history, digest)
-        _log_iteration(metrics)
+        log_iteration(metrics)
 
     state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
     write_outputs(out, shard.idx, state["theta"], history, cfg, digest)

@@ -1,6 +1,6 @@
 """SunGen reweighting on Ray Train: W workers, each owning a shard of the samples and of theta.
 
-This module adds no algorithm: every worker builds its shard with ``shard.make_shard`` (rows with
+This module (the Train driver and the worker loop; checkpoint files are ``checkpoints.py``) adds no algorithm: every worker builds its shard with ``shard.make_shard`` (rows with
 ``idx % W == rank``, the same split the single-process code would make) and calls the same
 ``loop.run`` with torch.distributed collectives. What it adds is what a cluster needs:
 
@@ -22,23 +22,26 @@ import json
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow.fs as pafs
 import torch
 
-from sungen_ray.config import config_hash, from_dict, to_dict
+from sungen_ray.config import from_dict, to_dict
 from sungen_ray.data.atomic import read_json
 from sungen_ray.errors import SungenError
+from sungen_ray.reweight.checkpoints import (
+    CHECKPOINT_PREFIX,
+    META,
+    latest_checkpoint,
+    load_torch,
+    read_weights,
+    shard_file,
+    storage_fs,
+)
 from sungen_ray.reweight.config import ReweightConfig
-
-CHECKPOINT_PREFIX = "iter-"
-META = "meta.json"
-# Testing only: make the last-ranked worker raise once, after computing this outer iteration and
-# before checkpointing it (so that iteration is lost and must be recomputed after the restart).
-FAIL_ENV = "SUNGEN_FAIL_AT_ITER"
+from sungen_ray.reweight.faults import FAIL_ENV, maybe_fail
+from sungen_ray.reweight.outputs import check_out_dir, log_iteration, run_digest, write_outputs
 
 
 class DistributedRunError(RuntimeError):
@@ -64,14 +67,11 @@ def run_distributed(
     every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
     from sungen_ray.data.labelled import load_data
-    from sungen_ray.reweight.outputs import write_outputs
 
     cfg.validate()
     if workers < 1:
         raise SungenError(f"workers: must be >= 1, got {workers}")
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise SungenError(f"--out {out}: exists and is not a directory")
+    out = check_out_dir(Path(out_dir).resolve())
     data_path = str(Path(data_path).resolve())
     # Validate the pool once here (clear errors before any worker starts), then drop it.
     data, num_labels = load_data(data_path, num_labels)
@@ -79,14 +79,14 @@ def run_distributed(
     del data
     if workers > n:
         raise SungenError(f"workers: {workers} workers for {n} samples; use at most {n} workers")
-    digest = config_hash({"config": to_dict(cfg), "data": data_path, "n": n, "workers": workers})
+    digest = run_digest(cfg, data_path, n, workers)
     name = f"reweight-{digest}"
     summary = {"run_name": name, "workers": workers, "num_samples": n, "out": str(out)}
 
     if _finished_output(out, digest):
         return {**summary, "skipped": True, **_read_summary(out)}
     storage = storage_path or str(out / "checkpoints")
-    fs, root = _storage_fs(storage)
+    fs, root = storage_fs(storage)
     run_dir = f"{root.rstrip('/')}/{name}"
     latest = latest_checkpoint(fs, run_dir, workers)
     if latest is None or not latest[1]["finished"]:
@@ -129,67 +129,6 @@ def _finished_output(out: Path, digest: str) -> bool:
 def _read_summary(out: Path) -> dict:
     m = read_json(out / "metrics.json")
     return {"iterations_run": m["iterations_run"], "stopped_early": m["stopped_early"]}
-
-
-def _storage_fs(storage: str) -> tuple[pafs.FileSystem, str]:
-    """Resolve the storage path and prove it is writable now, not after every worker has loaded its shard."""
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
-    try:
-        fs, root = pafs.FileSystem.from_uri(storage)
-        fs.create_dir(root, recursive=True)
-        probe = f"{root.rstrip('/')}/.write-probe-{uuid.uuid4().hex}"
-        with fs.open_output_stream(probe) as fh:
-            fh.write(b"ok")
-        fs.delete_file(probe)
-    except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses (PermissionError, ...)
-        raise SungenError(f"storage path {storage}: not writable ({exc})") from exc
-    return fs, root
-
-
-def latest_checkpoint(fs: pafs.FileSystem, run_dir: str, workers: int) -> tuple[str, dict] | None:
-    """The newest checkpoint directory holding rank 0's meta and all ``workers`` shard files.
-
-    Ray Train registers a checkpoint only once every worker has reported it, but a directory can
-    be half-uploaded when a node dies, so completeness is checked file by file.
-    """
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
-    except OSError:
-        return None
-    dirs = sorted(
-        (e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX)),
-        reverse=True,
-    )
-    for path in dirs:
-        names = {e.base_name for e in fs.get_file_info(pafs.FileSelector(path))}
-        if META in names and all(_shard_file(r) in names for r in range(workers)):
-            with fs.open_input_stream(f"{path}/{META}") as fh:
-                return path, json.loads(fh.read().decode())
-    return None
-
-
-def read_weights(fs: pafs.FileSystem, path: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(idx, theta) of all shards of a checkpoint, sorted by idx (driver side, after the loop)."""
-    idx, theta = [], []
-    for rank in range(workers):
-        saved = _load_torch(fs, f"{path}/{_shard_file(rank)}")
-        idx.append(saved["idx"])
-        theta.append(saved["state"]["theta"])
-    idx, theta = torch.cat(idx), torch.cat(theta)
-    order = torch.argsort(idx)
-    return idx[order], theta[order]
-
-
-def _shard_file(rank: int) -> str:
-    return f"shard-{rank:05d}.pt"
-
-
-def _load_torch(fs: pafs.FileSystem, path: str):
-    import io
-
-    with fs.open_input_stream(path) as fh:
-        return torch.load(io.BytesIO(fh.read()), weights_only=True)
 
 
 def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage, name, threads, fail_at, fail_marker):
@@ -249,25 +188,12 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-class _DeviceCollectives:
-    """nccl reduces device tensors only; the core keeps its sums on the CPU, so stage them through the GPU."""
-
-    def __init__(self, inner, device):
-        self.inner, self.device = inner, device
-        self.rank, self.world_size = inner.rank, inner.world_size
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == self.device:
-            return self.inner.all_reduce_sum(tensor)
-        return tensor.copy_(self.inner.all_reduce_sum(tensor.to(self.device)).to(tensor.device))
-
-
 def _worker_loop(config: dict) -> None:
     """One Ray Train worker: load and encode its shard, restore its state, run the shared loop."""
     import ray.train
 
     from sungen_ray.data.labelled import load_data
-    from sungen_ray.dist.collectives import TorchDistCollectives
+    from sungen_ray.dist.collectives import DeviceCollectives, TorchDistCollectives
     from sungen_ray.reweight.loop import run
     from sungen_ray.reweight.shard import make_shard
 
@@ -279,7 +205,7 @@ def _worker_loop(config: dict) -> None:
     if torch.distributed.get_backend() == "nccl":
         from ray.train.torch import get_device
 
-        coll = _DeviceCollectives(coll, get_device())
+        coll = DeviceCollectives(coll, get_device())
 
     clock = time.perf_counter()
     data, num_labels = load_data(config["data_path"], config["num_labels"])
@@ -291,7 +217,7 @@ def _worker_loop(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         # read only this rank's file (and rank 0 the meta), not the whole checkpoint
-        saved = _load_torch(checkpoint.filesystem, f"{checkpoint.path}/{_shard_file(rank)}")
+        saved = load_torch(checkpoint.filesystem, f"{checkpoint.path}/{shard_file(rank)}")
         if not torch.equal(saved["idx"], shard.idx):
             raise SungenError(f"checkpoint {checkpoint.path}: shard {rank} holds other samples than the pool")
         state = saved["state"]
@@ -305,15 +231,14 @@ def _worker_loop(config: dict) -> None:
         it = state["iteration"]
         metrics = {**metrics, "workers": world, "shard_load_seconds": load_seconds}
         history.append(metrics)
-        _maybe_fail(config, it, rank, world)
+        maybe_fail(config, it, rank, world)
         finished = bool(state["stopped"] or it >= cfg.outer_iters)
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"idx": shard.idx, "state": state}, Path(d) / _shard_file(rank))
+            torch.save({"idx": shard.idx, "state": state}, Path(d) / shard_file(rank))
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))
-                secs = " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items())
-                print(f"[reweight] iter {it}: inner {metrics['inner_loss']:.4f} {secs}", flush=True)
+                log_iteration(metrics)
             ray.train.report(
                 {"iteration": it},
                 checkpoint=ray.train.Checkpoint.from_directory(d),
@@ -321,18 +246,6 @@ def _worker_loop(config: dict) -> None:
             )
 
     run(shard, cfg, coll, state, on_iteration)
-
-
-def _maybe_fail(config: dict, iteration: int, rank: int, world: int) -> None:
-    """Testing only: raise once (a marker file remembers it) on the last rank at ``fail_at``."""
-    if config.get("fail_at") != iteration or rank != world - 1:
-        return
-    fs, marker = pafs.FileSystem.from_uri(config["fail_marker"])
-    if fs.get_file_info(marker).type != pafs.FileType.NotFound:
-        return
-    with fs.open_output_stream(marker) as fh:
-        fh.write(b"1")
-    raise RuntimeError(f"injected fault at outer iteration {iteration} on rank {rank} ({FAIL_ENV})")
 
 
 def _json_default(o):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sungen_ray.dist.collectives import Collectives, LocalCollectives
+from sungen_ray.dist.stable_hash import splitmix64
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.hypergrad import alignments, default_method, outer_gradient
@@ -62,10 +63,7 @@ def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
     """Membership of the synthetic validation subset: a hash of (idx, seed), so it is the same
     whichever worker holds a sample and however the pool is sharded."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        x = idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+        x = splitmix64(idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
     u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return torch.from_numpy(u < fraction)
 

@@ -1,4 +1,5 @@
-"""Reweighting outputs and the resumable single-process checkpoint, written atomically."""
+"""Reweighting outputs and the resumable single-process checkpoint, written atomically; and what
+the single-process and the Ray Train paths share around them (out-dir check, run digest, log line)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,31 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from sungen_ray.config import to_dict
+from sungen_ray.config import config_hash, to_dict
 from sungen_ray.data.atomic import read_json, write_json, write_parquet
+from sungen_ray.errors import SungenError
+
+
+def check_out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise SungenError(f"--out {out}: exists and is not a directory")
+    return out
+
+
+def run_digest(cfg, data_path: str, n: int, workers: int | None = None) -> str:
+    """What a run's outputs depend on; ``workers`` only for Ray Train runs (their shards differ),
+    so single-process outputs written before keep their digest."""
+    inputs = {"config": to_dict(cfg), "data": data_path, "n": n}
+    return config_hash(inputs if workers is None else inputs | {"workers": workers})
+
+
+def log_iteration(metrics: dict) -> None:
+    print(
+        f"[reweight] iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} "
+        f"outer {metrics['outer_loss']:.4f} change {metrics['selection_change']:.4f} "
+        + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items()),
+        flush=True,
+    )
 
 
 def weights_table(idx: torch.Tensor, theta: torch.Tensor) -> pa.Table:

@@ -1,5 +1,4 @@
-"""Which TAM and how to train it: plain data, importable without torch (the CLI builds its
-``--tam`` choices from it)."""
+"""Which TAM and how to train it: plain data (the registry builds encoders and models from it)."""
 
 from __future__ import annotations
 

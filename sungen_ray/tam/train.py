@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sungen_ray.dist.collectives import Collectives, LocalCollectives, all_reduce_grads
+from sungen_ray.dist.stable_hash import splitmix64
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
 
@@ -91,11 +92,7 @@ def _step_rows(n_local: int, steps: int, seed: int, epoch: int, rank: int, ids: 
         order = torch.randperm(n_local, generator=seeded_generator(seed, 1, epoch, rank))
         return torch.tensor_split(order, steps)
     key = np.uint64(int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, 7]).generate_state(1)[0]))
-    with np.errstate(over="ignore"):
-        x = ids.numpy().astype(np.uint64) ^ key
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+    x = splitmix64(ids.numpy().astype(np.uint64) ^ key)
     step_of = torch.from_numpy((x % np.uint64(steps)).astype(np.int64))
     order = torch.argsort(step_of, stable=True)
     counts = torch.bincount(step_of, minlength=steps)
