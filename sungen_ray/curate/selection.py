@@ -1,8 +1,8 @@
 """Selecting the curated set from learned weights.
 
-On real synthetic data the kept set drifted toward one label as it shrank (docs/DESIGN.md; README, Results: positive
-share 0.51 -> 0.79 in the top 50% by weight), so the default keeps the top fraction *within each
-label*; the global modes stay available, and every selection reports the label shares it kept.
+On real synthetic data the kept set drifted toward one label as it shrank (README, Why these
+defaults), so the default keeps the top fraction *within each label*; the global modes stay
+available, and every selection reports the label shares it kept.
 """
 
 from __future__ import annotations

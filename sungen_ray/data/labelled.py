@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from sungen_ray.errors import SungenError
 
-# Column order and types of the synthetic pool (see DESIGN.md, "Data contracts").
+# Column order and types of the synthetic pool (see docs/DESIGN.md, "Data contracts").
 POOL_SCHEMA = pa.schema(
     [
         ("idx", pa.int64()),

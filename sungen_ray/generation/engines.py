@@ -22,7 +22,7 @@ from sungen_ray.generation.config import ENGINES
 from sungen_ray.tasks.spec import Decoding
 
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
-# (a 2-CPU node deadlocks otherwise; see DESIGN.md).
+# (a 2-CPU node deadlocks otherwise; docs/DESIGN.md, Architecture).
 LIGHT_STAGE_CPUS = 0.05
 
 
@@ -39,8 +39,8 @@ class EngineOptions:
     kv_cache_gib: int = 2
     # Sequences the engine decodes at once. None: vLLM's offline (``LLM`` class) default on CPU,
     # 256 seqs / 4096 batched tokens. ray.data.llm builds an AsyncLLM, whose CPU default is half
-    # that (128 / 2048): the pipeline then ran half-size decode batches and lost ~13% tokens/s
-    # against a bare ``LLM.generate``. On GPU, None keeps vLLM's own default.
+    # that (128 / 2048), so the pipeline would decode half-size batches (README, Generation
+    # throughput). On GPU, None keeps vLLM's own default.
     max_num_seqs: int | None = None
 
 
@@ -97,14 +97,14 @@ def vllm_stage(ds, opts: EngineOptions):
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     engine_kwargs: dict[str, Any] = {
-        "enforce_eager": not opts.use_gpu,  # CPU: engine start ~32 s instead of ~200 s
+        "enforce_eager": not opts.use_gpu,  # CPU: graph capture buys nothing and slows engine start (README)
         "max_model_len": opts.max_model_len,
         "enable_prefix_caching": True,  # every prompt of a label shares its prefix
         "seed": opts.seed,
         **scheduler_kwargs(opts),
     }
     if not opts.use_gpu:
-        engine_kwargs["dtype"] = "float32"  # AVX2 has no bf16 math: fp32 was ~4x faster here
+        engine_kwargs["dtype"] = "float32"  # AVX2 has no bf16 math, so fp32 is the fast dtype (README)
     config = vLLMEngineProcessorConfig(
         model_source=opts.model,
         engine_kwargs=engine_kwargs,

@@ -196,7 +196,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             break
         # Ask for enough prompts to cover each label's shortfall at the keep rate it has shown so far;
         # a top-up asks for at least one engine batch, since a smaller one costs the same engine time
-        # and small top-ups fall short by chance (the 20k sst2 pool needed 3 attempts with 31 prompts).
+        # and small top-ups fall short by chance (README, Generation throughput).
         counts = []
         for k, s in enumerate(short):
             sent = tally.prompts_per_label[k]

@@ -22,7 +22,7 @@ class ReweightConfig:
     # label-balanced outer loss (every label's outer rows weigh the same). With labels flipped from
     # one class the noisy label counts are unbalanced; a plain mean then makes g mostly "predict the
     # majority label more", an alignment that is largest for the worst-fit majority rows, i.e. the
-    # flipped ones, and they gained weight (clean-vs-flipped AUC 0.12 on Subj, see README).
+    # flipped ones, and they gained weight (README, Reweighting finds injected label noise).
     outer_balance: bool = True
     inner_epochs: int = 1  # E, from the same phi_0 every outer iteration
     valid_size: int = 50_000  # synthetic validation subset V (capped at the pool size)
@@ -34,11 +34,9 @@ class ReweightConfig:
     eval_batch_size: int = 8192
     # stopping rule: stop once the fraction of samples whose kept/dropped side of the top-keep
     # threshold changed stays under stop_change for stop_patience iterations (0 = never stop early).
-    # Measured on Subj with 30% injected flips (README, benchmarks/reweight_noise.py): the churn falls
-    # from ~30% to ~1% in 4 iterations while the clean-vs-flipped AUC climbs to its plateau (best at
-    # iteration 7-10), then the weights slowly drift (AUC -0.003/iteration) with churn back at 0.5-1%.
-    # At 1% the rule ends the run inside the plateau (iteration 6-7) on every seed; at 0.5% it
-    # sometimes missed it (churn hovered at 0.5%) and ran into the drift.
+    # Tuned on injected noise (README, Reweighting finds injected label noise): the churn falls fast
+    # while the weights improve and settles low once they start to drift; 1% ends the run inside the
+    # plateau, a lower bar can miss it.
     stop_keep: float = 0.7
     stop_change: float = 0.01
     stop_patience: int = 3

@@ -1,7 +1,7 @@
 """The outer gradient g and the per-sample alignments a_i = <grad_phi CE_i(phi*), g>.
 
 The hypergradient of the outer loss w.r.t. theta_i is -(eta / S) * sigmoid'(theta_i) * (a_i - abar)
-(one-step look-ahead at phi*, see DESIGN.md and ``loop.py``). a_i is a directional derivative of
+(one-step look-ahead at phi*, see docs/DESIGN.md and ``loop.py``). a_i is a directional derivative of
 CE_i along g, so it can be had three ways that must agree:
 
 - ``reference``: the public SunGen way, a look-ahead step phi' = phi* - eta * sum_i u_i grad CE_i built
@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from sungen_ray.dist.collectives import Collectives, all_reduce_grads
+from sungen_ray.errors import SungenError
 from sungen_ray.reweight.losses import ce
 from sungen_ray.tam.encoded import Encoded
 
@@ -109,7 +110,7 @@ def alignments(
         elif method == "reference":
             out[rows] = _lookahead_alignment(model, params, batch, y, g, lookahead_lr)
         else:
-            raise ValueError(f"unknown hypergradient method {method!r}")
+            raise SungenError(f"hypergrad: must be one of fd, jvp, reference (or auto), got {method!r}")
     model.train()
     return out
 

@@ -1,6 +1,6 @@
 """The outer loop of SunGen's bilevel reweighting, on one shard of the samples.
 
-Per outer iteration (DESIGN.md): train the TAM from the fixed phi_0 on the w-weighted loss
+Per outer iteration (docs/DESIGN.md, The method): train the TAM from the fixed phi_0 on the w-weighted loss
 (inner), take the gradient g of a robust loss on the top-tau validation samples (outer),
 get every sample's alignment a_i = <grad CE_i, g> (hypergradient), and take an Adam step
 on theta. The loop only ever holds its own shard of the samples and of theta; every sum over
