@@ -129,3 +129,18 @@ def test_readme_layout_names_the_tree():
             parents.append(entry.rstrip("/"))
     packages = {str(p.parent.relative_to(ROOT)) for p in PKG.glob("*/__init__.py")}
     assert packages <= named, f"README Layout misses {sorted(packages - named)}"
+
+
+def test_no_library_file_is_git_ignored():
+    """A package named like a build directory (``dist/``, ``build/``) is ignored by git and left out
+    of a Ray job's uploaded working dir: the job then fails with ModuleNotFoundError."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        import pytest
+
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=ROOT, capture_output=True, text=True).stdout
+    assert ignored.split() == []
