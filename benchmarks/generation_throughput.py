@@ -77,7 +77,7 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
 def pipeline(
     model: str, spec, rows: list[dict], seed: int, batch_size: int, batches_per_block: int, max_num_seqs: int | None
 ) -> dict:
-    from sungen_ray.dist.ray_runtime import ensure_ray
+    from sungen_ray.parallel.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=(os.cpu_count() or 1) + 2)
     cfg = GenerateConfig(

@@ -12,7 +12,7 @@ import torch
 
 from sungen_ray.config import from_dict
 from sungen_ray.data.labelled import read_labelled
-from sungen_ray.dist.collectives import LocalCollectives
+from sungen_ray.parallel.collectives import LocalCollectives
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.loop import Shard, init_state, initial_model, outer_iteration
 from sungen_ray.tam import build_encoder

@@ -2,7 +2,7 @@ import torch
 from reweight_data import flip, sentiment_texts
 from torch.func import functional_call
 
-from sungen_ray.dist.collectives import LocalCollectives
+from sungen_ray.parallel.collectives import LocalCollectives
 from sungen_ray.reweight.hypergrad import alignments, outer_gradient, params_of
 from sungen_ray.reweight.losses import ce, outer_loss_fn
 from sungen_ray.tam import TamConfig, build_encoder, build_model, train

@@ -46,7 +46,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _package_graph() -> dict[str, set[str]]:
-    """The same edges between subpackages (``sungen_ray.tam`` -> ``sungen_ray.dist``)."""
+    """The same edges between subpackages (``sungen_ray.tam`` -> ``sungen_ray.parallel``)."""
 
     def top(m: str) -> str:
         return ".".join(m.split(".")[:2])
@@ -142,5 +142,7 @@ def test_no_library_file_is_git_ignored():
 
         pytest.skip("not a git checkout")
     files = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")]
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=ROOT, capture_output=True, text=True).stdout
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *files], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     assert ignored.split() == []

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sungen_ray.dist.collectives import LocalCollectives
+from sungen_ray.parallel.collectives import LocalCollectives
 from sungen_ray.reweight.losses import mae, rce, top_tau_threshold
 
 

@@ -31,8 +31,8 @@ import pytest
 
 from sungen_ray import cli
 from sungen_ray.cli import submit as submit_commands
-from sungen_ray.dist import ray_job as jobs
 from sungen_ray.errors import SungenError
+from sungen_ray.parallel import ray_job as jobs
 
 RAY_BIN = Path(sys.executable).parent / "ray"
 

@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
-from sungen_ray.dist import ray_job
 from sungen_ray.errors import SungenError
+from sungen_ray.parallel import ray_job
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

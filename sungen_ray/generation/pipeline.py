@@ -154,7 +154,7 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
 
 def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
     """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
-    from sungen_ray.dist.ray_runtime import cluster_has_gpus, ensure_ray
+    from sungen_ray.parallel.ray_runtime import cluster_has_gpus, ensure_ray
     from sungen_ray.plm.prepare import resolve_model
 
     cfg.validate()

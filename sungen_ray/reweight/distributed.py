@@ -135,7 +135,7 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sungen_ray.dist.ray_runtime import ensure_ray
+    from sungen_ray.parallel.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=workers * threads + 1)
     trainer = TorchTrainer(
@@ -193,7 +193,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train
 
     from sungen_ray.data.labelled import load_data
-    from sungen_ray.dist.collectives import DeviceCollectives, TorchDistCollectives
+    from sungen_ray.parallel.collectives import DeviceCollectives, TorchDistCollectives
     from sungen_ray.reweight.loop import run
     from sungen_ray.reweight.shard import make_shard
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
-from sungen_ray.dist.collectives import Collectives, all_reduce_grads
 from sungen_ray.errors import SungenError
+from sungen_ray.parallel.collectives import Collectives, all_reduce_grads
 from sungen_ray.reweight.losses import ce
 from sungen_ray.tam.encoded import Encoded
 

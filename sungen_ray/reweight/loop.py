@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sungen_ray.dist.collectives import Collectives, LocalCollectives
-from sungen_ray.dist.stable_hash import splitmix64
 from sungen_ray.errors import SungenError
+from sungen_ray.parallel.collectives import Collectives, LocalCollectives
+from sungen_ray.parallel.stable_hash import splitmix64
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.hypergrad import alignments, default_method, outer_gradient
 from sungen_ray.reweight.losses import outer_loss_fn, top_tau_threshold

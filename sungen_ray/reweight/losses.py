@@ -13,7 +13,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from sungen_ray.dist.collectives import Collectives
+from sungen_ray.parallel.collectives import Collectives
 
 
 def rce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 10.0) -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sungen_ray.dist.collectives import Collectives, LocalCollectives, all_reduce_grads
-from sungen_ray.dist.stable_hash import splitmix64
+from sungen_ray.parallel.collectives import Collectives, LocalCollectives, all_reduce_grads
+from sungen_ray.parallel.stable_hash import splitmix64
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
 
