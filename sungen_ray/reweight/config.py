@@ -31,6 +31,7 @@ class ReweightConfig:
     center: Literal["label", "global", "none"] = "label"
     hypergrad: Literal["auto", "fd", "jvp", "reference"] = "auto"
     fd_eps: float = 1e-3
+    fd_max_move: float = 1e-2  # fd: cap on the parameter move h * |g| (see hypergrad.alignments)
     eval_batch_size: int = 8192
     # stopping rule: stop once the fraction of samples whose kept/dropped side of the top-keep
     # threshold changed stays under stop_change for stop_patience iterations (0 = never stop early).
@@ -55,7 +56,7 @@ class ReweightConfig:
             raise SungenError(f"tau: must be in (0, 1], got {self.tau}")
         if not 0 < self.stop_keep < 1:
             raise SungenError(f"stop_keep: must be in (0, 1), got {self.stop_keep}")
-        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps"):
+        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps", "fd_max_move"):
             if not getattr(self, name) > 0:
                 raise SungenError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("valid_size", "eval_batch_size"):

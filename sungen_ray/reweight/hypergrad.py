@@ -78,6 +78,7 @@ def alignments(
     data: Encoded,
     labels: torch.Tensor,
     g: dict[str, torch.Tensor],
+    *,
     batch_size: int = 8192,
     fd_eps: float = 1e-3,
     fd_max_move: float = 1e-2,

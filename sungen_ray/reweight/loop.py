@@ -162,7 +162,17 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     # 3. per-sample alignments a_i = <grad CE_i(phi*), g>
     clock = time.perf_counter()
     method = default_method(cfg.tam.name) if cfg.hypergrad == "auto" else cfg.hypergrad
-    a = alignments(method, model, shard.data, shard.labels, g, cfg.eval_batch_size, cfg.fd_eps, lr)
+    a = alignments(
+        method,
+        model,
+        shard.data,
+        shard.labels,
+        g,
+        batch_size=cfg.eval_batch_size,
+        fd_eps=cfg.fd_eps,
+        fd_max_move=cfg.fd_max_move,
+        lookahead_lr=lr,
+    )
     seconds["hypergrad"] = time.perf_counter() - clock
 
     # 4. hypergradient and the Adam step on theta. dL/dtheta_i = -(eta/S) w_i (1 - w_i) (a_i - abar);
