@@ -68,6 +68,9 @@ def train(
     step_norm = (s_global / n_global) * (n_global / steps)  # mean weight x global batch size
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(cfg.train_setting("optimizer"), params, lr or cfg.train_setting("lr"))
+    for p in params:  # a worker whose share of a step is empty still all-reduces (zero) gradients
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     model.train()
     losses = []
     for epoch in range(epochs):
