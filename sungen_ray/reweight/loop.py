@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from sungen_ray.errors import SungenError
@@ -25,7 +24,7 @@ from sungen_ray.reweight.hypergrad import alignments, default_method, outer_grad
 from sungen_ray.reweight.losses import outer_loss_fn, top_tau_threshold
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import build_model
-from sungen_ray.tam.train import train
+from sungen_ray.tam.train import shr64, signed64, splitmix64, train
 
 HIST_BINS = 10  # weight histogram per label in the metrics
 
@@ -61,13 +60,8 @@ def init_state(n_local: int) -> dict:
 def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
     """Membership of the synthetic validation subset: a hash of (idx, seed), so it is the same
     whichever worker holds a sample and however the pool is sharded."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        x = idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return torch.from_numpy(u < fraction)
+    x = splitmix64(idx + signed64(seed * 0x9E3779B97F4A7C15))
+    return shr64(x, 11).double() / float(1 << 53) < fraction
 
 
 def initial_model(shard: Shard, cfg: ReweightConfig) -> torch.nn.Module:

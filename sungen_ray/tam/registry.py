@@ -30,6 +30,8 @@ class TamConfig:
     buckets: int = 1 << 18
     bigrams: bool = True
     dim: int = 32
+    # bow: train steps update only the table rows a batch touches (False: the dense table step)
+    sparse: bool = True
     # lstm: vocabulary size and truncation length
     vocab_size: int = 50_000
     max_len: int = 64
@@ -72,7 +74,7 @@ def build_encoder(cfg: TamConfig, texts: list[str] | None = None):
 def build_model(cfg: TamConfig, encoder, encoded: Encoded, num_labels: int) -> nn.Module:
     """A freshly initialised model; seed torch (or fork the RNG) before calling for a fixed phi_0."""
     if cfg.name == "bow":
-        return BowModel(cfg.buckets, num_labels, cfg.dim)
+        return BowModel(cfg.buckets, num_labels, cfg.dim, cfg.sparse)
     if cfg.name == "lstm":
         return LstmModel(encoder.vocab_size, num_labels)
     if cfg.name == "minilm":
