@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sungen_ray.errors import SungenError
+from sungen_ray.tam.device import validate_device_name
 from sungen_ray.tam.registry import TamConfig
 
 
@@ -46,8 +47,12 @@ class ReweightConfig:
     min_iters: int = 5
     max_lr_retries: int = 3  # inner loss NaN/inf -> halve the inner lr and retry this many times
     seed: int = 0
+    # where one process computes (cpu, cuda, cuda:N; auto = the GPU if torch sees one). Ray Train
+    # workers with --use-gpu take the GPU Ray gives them instead.
+    device: str = "auto"
 
     def validate(self) -> None:
+        validate_device_name(self.device)
         if self.outer_iters < 0:
             raise SungenError(f"outer_iters: must be >= 0, got {self.outer_iters}")
         if self.inner_epochs < 1:

@@ -206,6 +206,7 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
             "cfg": to_dict(cfg),
             "num_labels": num_labels,
             "threads": threads,
+            "use_gpu": use_gpu,
             "fail_at": fail_at,
             "fail_marker": fail_marker,
         },
@@ -249,25 +250,12 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-class _DeviceCollectives:
-    """nccl reduces device tensors only; the core keeps its sums on the CPU, so stage them through the GPU."""
-
-    def __init__(self, inner, device):
-        self.inner, self.device = inner, device
-        self.rank, self.world_size = inner.rank, inner.world_size
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == self.device:
-            return self.inner.all_reduce_sum(tensor)
-        return tensor.copy_(self.inner.all_reduce_sum(tensor.to(self.device)).to(tensor.device))
-
-
 def _worker_loop(config: dict) -> None:
     """One Ray Train worker: load and encode its shard, restore its state, run the shared loop."""
     import ray.train
 
     from sungen_ray.reweight.collectives import TorchDistCollectives
-    from sungen_ray.reweight.loop import run
+    from sungen_ray.reweight.loop import run, state_to
     from sungen_ray.reweight.shard import load_data, make_shard
 
     torch.set_num_threads(max(1, int(config["threads"])))
@@ -275,14 +263,15 @@ def _worker_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = from_dict(ReweightConfig, config["cfg"])
     coll = TorchDistCollectives()
-    if torch.distributed.get_backend() == "nccl":
+    device = torch.device("cpu")
+    if config.get("use_gpu"):
         from ray.train.torch import get_device
 
-        coll = _DeviceCollectives(coll, get_device())
+        device = get_device()  # the GPU Ray assigned this worker: model, data and nccl buffers live there
 
     clock = time.perf_counter()
     data, num_labels = load_data(config["data_path"], config["num_labels"])
-    shard = make_shard(data, num_labels, cfg.tam, rank, world)
+    shard = make_shard(data, num_labels, cfg.tam, rank, world).to(device)
     del data
     load_seconds = time.perf_counter() - clock
 
@@ -291,7 +280,7 @@ def _worker_loop(config: dict) -> None:
     if checkpoint is not None:
         # read only this rank's file (and rank 0 the meta), not the whole checkpoint
         saved = _load_torch(checkpoint.filesystem, f"{checkpoint.path}/{_shard_file(rank)}")
-        if not torch.equal(saved["idx"], shard.idx):
+        if not torch.equal(saved["idx"], shard.idx.cpu()):
             raise SungenError(f"checkpoint {checkpoint.path}: shard {rank} holds other samples than the pool")
         state = saved["state"]
         if rank == 0:
@@ -307,7 +296,7 @@ def _worker_loop(config: dict) -> None:
         _maybe_fail(config, it, rank, world)
         finished = bool(state["stopped"] or it >= cfg.outer_iters)
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"idx": shard.idx, "state": state}, Path(d) / _shard_file(rank))
+            torch.save({"idx": shard.idx.cpu(), "state": state_to(state, "cpu")}, Path(d) / _shard_file(rank))
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))
