@@ -65,13 +65,11 @@ def reweight_pool(
     from sungen_ray.reweight.loop import run as run_loop
     from sungen_ray.reweight.loop import state_to
     from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
-    from sungen_ray.reweight.shard import load_data, make_shard
+    from sungen_ray.reweight.shard import load_shard
     from sungen_ray.tam.device import resolve_device
 
     cfg.validate()
-    pool, num_labels = load_data(data, num_labels)
-    shard = make_shard(pool, num_labels, cfg.tam).to(resolve_device(cfg.device))
-    del pool
+    shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
     digest = config_hash({"config": to_dict(cfg), "data": str(Path(data).resolve()), "n": len(shard)})
     state, history = load_state(out, digest)
     if state is not None:

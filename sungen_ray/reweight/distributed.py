@@ -1,6 +1,6 @@
 """SunGen reweighting on Ray Train: W workers, each owning a shard of the samples and of theta.
 
-This module adds no algorithm: every worker builds its shard with ``shard.make_shard`` (rows with
+This module adds no algorithm: every worker builds its shard with ``shard.load_shard`` (rows with
 ``idx % W == rank``, the same split the single-process code would make) and calls the same
 ``loop.run`` with torch.distributed collectives. What it adds is what a cluster needs:
 
@@ -64,7 +64,7 @@ def run_distributed(
     every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
     from sungen_ray.reweight.outputs import write_outputs
-    from sungen_ray.reweight.shard import load_data
+    from sungen_ray.reweight.shard import pool_ids_and_labels
 
     cfg.validate()
     if workers < 1:
@@ -73,10 +73,10 @@ def run_distributed(
     if out.exists() and not out.is_dir():
         raise SungenError(f"--out {out}: exists and is not a directory")
     data_path = str(Path(data_path).resolve())
-    # Validate the pool once here (clear errors before any worker starts), then drop it.
-    data, num_labels = load_data(data_path, num_labels)
-    n = len(data)
-    del data
+    # Validate the pool once here (clear errors before any worker starts), without reading its texts.
+    idx, _, num_labels = pool_ids_and_labels(data_path, num_labels)
+    n = len(idx)
+    del idx
     if workers > n:
         raise SungenError(f"workers: {workers} workers for {n} samples; use at most {n} workers")
     digest = config_hash({"config": to_dict(cfg), "data": data_path, "n": n, "workers": workers})
@@ -256,7 +256,7 @@ def _worker_loop(config: dict) -> None:
 
     from sungen_ray.reweight.collectives import TorchDistCollectives
     from sungen_ray.reweight.loop import run, state_to
-    from sungen_ray.reweight.shard import load_data, make_shard
+    from sungen_ray.reweight.shard import load_shard
 
     torch.set_num_threads(max(1, int(config["threads"])))
     ctx = ray.train.get_context()
@@ -270,9 +270,7 @@ def _worker_loop(config: dict) -> None:
         device = get_device()  # the GPU Ray assigned this worker: model, data and nccl buffers live there
 
     clock = time.perf_counter()
-    data, num_labels = load_data(config["data_path"], config["num_labels"])
-    shard = make_shard(data, num_labels, cfg.tam, rank, world).to(device)
-    del data
+    shard = load_shard(config["data_path"], config["num_labels"], cfg.tam, rank, world).to(device)
     load_seconds = time.perf_counter() - clock
 
     state, history = None, []

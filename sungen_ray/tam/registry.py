@@ -58,8 +58,9 @@ class TamConfig:
         return TRAIN_DEFAULTS[self.name][key] if value is None else value
 
 
-def build_encoder(cfg: TamConfig, texts: list[str] | None = None):
-    """The encoder for ``cfg``; the LSTM fits its vocabulary on ``texts`` (the synthetic set)."""
+def build_encoder(cfg: TamConfig, texts=None):
+    """The encoder for ``cfg``; the LSTM fits its vocabulary on ``texts`` (the synthetic set: a list
+    of strings, or an iterator of lists of strings streamed in chunks)."""
     if cfg.name == "bow":
         return BowEncoder(cfg.buckets, cfg.bigrams)
     if cfg.name == "lstm":
