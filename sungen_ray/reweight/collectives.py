@@ -57,18 +57,3 @@ def all_reduce_grads(coll: Collectives, tensors: list[torch.Tensor]) -> None:
     flat = coll.all_reduce_sum(torch.cat([t.reshape(-1) for t in tensors]))
     for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
         t.copy_(chunk.view_as(t))
-
-
-def all_gather_cat(coll: Collectives, tensor: torch.Tensor) -> torch.Tensor:
-    """The 1-D ``tensor`` of every worker, concatenated in rank order (an all-gather of uneven
-    sizes, built from two sum all-reduces so every backend and the protocol above suffice)."""
-    if coll.world_size == 1:
-        return tensor
-    sizes = torch.zeros(coll.world_size, dtype=torch.int64, device=tensor.device)
-    sizes[coll.rank] = len(tensor)
-    coll.all_reduce_sum(sizes)
-    width = int(sizes.max())
-    buf = torch.zeros(coll.world_size, width, dtype=tensor.dtype, device=tensor.device)
-    buf[coll.rank, : len(tensor)] = tensor
-    coll.all_reduce_sum(buf)
-    return buf[torch.arange(width, device=tensor.device) < sizes[:, None]]

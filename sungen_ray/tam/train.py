@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from sungen_ray.reweight.collectives import Collectives, LocalCollectives, all_gather_cat, all_reduce_grads
+from sungen_ray.reweight.collectives import Collectives, LocalCollectives, all_reduce_grads
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
 from sungen_ray.tam.row_optim import make_row_optimizer
@@ -91,11 +91,9 @@ def train(
                 all_reduce_grads(coll, [p.grad for p in params])
                 opt.step()
                 continue
-            # only the table rows some worker's share of this step touches: the same sorted union
-            # on every worker, so the reduced row gradients line up and W workers match one
-            touched = torch.unique(all_gather_cat(coll, torch.unique(batch[ids_at])))
+            touched, local_ids = touched_rows(coll, batch[ids_at], len(named[table_name]))
             local = list(batch)
-            local[ids_at] = torch.searchsorted(touched, batch[ids_at])
+            local[ids_at] = local_ids
             leaf = named[table_name].detach()[touched].requires_grad_(True)
             if len(rows):
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
@@ -106,6 +104,22 @@ def train(
             rows_opt.step(touched, row_grad)
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
     return losses
+
+
+def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the sorted table rows that any worker's share of this step touches, ``ids`` as positions
+    among them). Every worker gets the same rows in the same order, so the row gradients line up in
+    the all-reduce and W workers step what one process steps. Finding them costs a byte per table
+    row (a mask, summed across workers); the gradients, their all-reduce and the optimizer cost
+    only the touched rows."""
+    hit = torch.zeros(num_rows, dtype=torch.uint8 if coll.world_size < 256 else torch.int32, device=ids.device)
+    hit[ids] = 1
+    if coll.world_size > 1:
+        coll.all_reduce_sum(hit)
+    touched = torch.nonzero(hit).squeeze(1)
+    position = torch.empty(num_rows, dtype=torch.int64, device=ids.device)
+    position[touched] = torch.arange(len(touched), device=ids.device)
+    return touched, position[ids]
 
 
 def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
