@@ -127,7 +127,7 @@ def test_small_batches_rank_like_one_process(ray_local, tmp_path):
     """3000 rows, inner batch 8 (about 4 rows per worker a step, some steps empty on one worker)."""
     pool = make_pool(tmp_path / "pool", n=3000)
     tam = {**config_dict()["tam"], "batch_size": 8}
-    cfg = from_dict(ReweightConfig, {**config_dict(), "tam": tam, "inner_epochs": 1, "outer_iters": 3})
+    cfg = from_dict(ReweightConfig, {**config_dict(), "tam": tam, "inner_epochs": 1, "outer_iters": 2})
     run_distributed(pool, tmp_path / "w2", cfg, workers=2, max_failures=0)
     reweight_pool(pool, tmp_path / "w1", cfg, workers=1)  # one process, no Ray
     w1, w2 = weights(tmp_path / "w1").sort_by("idx"), weights(tmp_path / "w2")
