@@ -54,3 +54,13 @@ def test_pool_validation_reads_no_text_but_names_bad_columns(tmp_path):
     pq.write_table(pa.table({"text": ["a", None], "label": [0, 1]}), tmp_path / "null.parquet")
     with pytest.raises(SungenError, match="null 'text'"):
         load_shard(tmp_path / "null.parquet", None, TamConfig())
+
+
+def test_bow_shard_encoded_chunk_by_chunk_equals_whole(pool):
+    path, _, _ = pool
+    whole = load_shard(path, None, TamConfig(buckets=1 << 12))
+    part = load_shard(path, None, TamConfig(buckets=1 << 12), 1, 2)
+    position = {int(i): p for p, i in enumerate(whole.idx)}
+    rows = torch.tensor([position[int(i)] for i in part.idx])
+    for a, b in zip(part.data.batch(torch.arange(len(part))), whole.data.batch(rows)):
+        assert torch.equal(a, b)

@@ -20,6 +20,7 @@ import torch
 from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, parquet_files, read_labelled
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
+from sungen_ray.tam.encoded import concat_encoded
 from sungen_ray.tam.registry import TamConfig, build_encoder
 
 STREAM_ROWS = 65_536  # texts per streamed chunk
@@ -71,19 +72,19 @@ def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, worl
     idx, labels, num_labels = pool_ids_and_labels(path, num_labels)
     _check_workers(world_size, len(idx))
     mine = idx % world_size == rank
-    texts, start = [], 0
-    for chunk in _stream_texts(files):
-        texts += chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()
-        start += len(chunk)
     if tam.name == "lstm":  # the vocabulary of all texts, counted chunk by chunk
         encoder = build_encoder(tam, (chunk.to_pylist() for chunk in _stream_texts(files)))
     else:
         encoder = build_encoder(tam)
+    parts, start = [], 0
+    for chunk in _stream_texts(files):  # own texts only, encoded a chunk at a time
+        parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
+        start += len(chunk)
     rows = np.flatnonzero(mine)
     return Shard(
         idx=torch.from_numpy(idx[rows]),
         labels=torch.from_numpy(labels[rows]),
-        data=encoder.encode(texts),
+        data=concat_encoded(parts),
         num_labels=num_labels,
         encoder=encoder,
     )

@@ -84,3 +84,18 @@ class Dense:
 
 
 Encoded = Ragged | Padded | Dense
+
+
+def concat_encoded(parts: list[Encoded]) -> Encoded:
+    """The rows of ``parts`` one after another (a shard encoded chunk by chunk)."""
+    first = parts[0]
+    if isinstance(first, Ragged):
+        shifts = torch.tensor([0] + [len(p.tokens) for p in parts[:-1]]).cumsum(0)
+        offsets = [p.offsets[:-1] + s for p, s in zip(parts, shifts)]
+        return Ragged(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([*offsets, torch.tensor([sum(len(p.tokens) for p in parts)])]),
+        )
+    if isinstance(first, Padded):
+        return Padded(torch.cat([p.ids for p in parts]), torch.cat([p.lengths for p in parts]))
+    return Dense(torch.cat([p.features for p in parts]))
