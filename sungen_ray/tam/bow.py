@@ -57,7 +57,7 @@ class _MeanBag(torch.autograd.Function):
             torch.arange(n_bags, device=offsets.device), lens, output_size=len(tokens)
         )
         per_bag = grad_out / lens.clamp(min=1).unsqueeze(1).to(grad_out.dtype)
-        grad = grad_out.new_zeros(ctx.table_shape).index_add_(0, tokens, per_bag[bag_of_token])
+        grad = grad_out.new_zeros(ctx.table_shape).index_add_(0, tokens, per_bag.index_select(0, bag_of_token))
         return grad, None, None
 
     @staticmethod

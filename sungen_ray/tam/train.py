@@ -94,7 +94,7 @@ def train(
             touched, local_ids = touched_rows(coll, batch[ids_at], len(named[table_name]))
             local = list(batch)
             local[ids_at] = local_ids
-            leaf = named[table_name].detach()[touched].requires_grad_(True)
+            leaf = named[table_name].detach().index_select(0, touched).requires_grad_(True)
             if len(rows):
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
                 epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
