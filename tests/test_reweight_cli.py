@@ -53,3 +53,16 @@ def test_cli_bad_config_value(tmp_path, capsys):
     data = _write(tmp_path / "d.jsonl", [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}])
     assert main(["reweight", "--data", data, "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     assert "config.tau" in capsys.readouterr().err
+
+
+def test_cli_device_choice(tmp_path, capsys):
+    import torch
+
+    data = _write(tmp_path / "d.jsonl", [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}] * 20)
+    base = ["reweight", "--data", data, "--outer-iters", "1"]
+    assert main([*base, "--out", str(tmp_path / "o1"), "--device", "tpu"]) == 2
+    assert "device: unknown device 'tpu'" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 0
+    if not torch.cuda.is_available():
+        assert main([*base, "--out", str(tmp_path / "o3"), "--device", "cuda"]) == 2
+        assert "torch sees no CUDA GPU" in capsys.readouterr().err

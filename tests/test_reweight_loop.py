@@ -69,3 +69,28 @@ def test_divergence_is_a_clear_error():
     )
     with pytest.raises(SungenError, match="diverged"):
         run(shard, bad)
+
+
+def test_loop_passes_inner_lr_as_lookahead_and_its_own_fd_cap(monkeypatch):
+    """alignments' options after g are keyword-only, and the loop gives the finite-difference cap
+    its own setting (it used to pass the inner learning rate positionally into fd_max_move)."""
+    import inspect
+
+    from sungen_ray.reweight import hypergrad, loop
+
+    params = list(inspect.signature(hypergrad.alignments).parameters.values())
+    after_g = params[[p.name for p in params].index("g") + 1 :]
+    assert after_g and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in after_g)
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return hypergrad.alignments(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "alignments", recording)
+    shard, _, cfg = _shard(100, iters=1)
+    cfg.tam.lr = 0.004
+    run(shard, cfg)
+    assert seen[0]["lookahead_lr"] == 0.004
+    assert seen[0]["fd_max_move"] == cfg.fd_max_move
+    assert seen[0]["fd_eps"] == cfg.fd_eps

@@ -49,3 +49,29 @@ def test_weighted_training_ignores_zero_weight_rows():
     model = build_model(cfg, enc, x, 2)
     train(model, x, wrong, w, cfg=cfg, epochs=3)
     assert accuracy(model, x, torch.from_numpy(labels)) > 0.95
+
+
+def _bow_after_training(sparse: bool, optimizer: str):
+    texts, labels = sentiment_texts(300)
+    cfg = TamConfig(name="bow", buckets=1 << 14, batch_size=16, optimizer=optimizer, lr=0.05, sparse=sparse)
+    enc = build_encoder(cfg)
+    x = enc.encode(texts)
+    torch.manual_seed(0)
+    model = build_model(cfg, enc, x, 2)
+    before = model.embed.weight.detach().clone()
+    train(model, x, torch.from_numpy(labels), cfg=cfg, epochs=2, ids=torch.arange(300))
+    return before, model, x
+
+
+def test_sparse_bow_step_is_the_dense_step_on_touched_rows():
+    """SGD: the row-wise step is exactly the dense step (untouched rows have zero gradient); Adam:
+    rows no batch touched stay as initialised (lazy Adam), touched rows move."""
+    _, dense, _ = _bow_after_training(False, "sgd")
+    _, sparse, _ = _bow_after_training(True, "sgd")
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    before, model, x = _bow_after_training(True, "adam")
+    touched = torch.zeros(len(before), dtype=torch.bool)
+    touched[x.tokens.long()] = True
+    moved = (model.embed.weight.detach() != before).any(1)
+    assert torch.equal(moved, touched)

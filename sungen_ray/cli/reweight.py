@@ -23,6 +23,7 @@ FLAGS = {
     "valid_size": "valid_size",
     "seed": "seed",
     "tau": "tau",
+    "device": "device",
 }
 
 
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default; per worker)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (1 = this process, no Ray)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker, nccl collectives")
+    p.add_argument(
+        "--device", help="one process: cpu, cuda (or cuda:N) or auto = the GPU if torch sees one (default auto)"
+    )
     p.add_argument("--max-failures", type=int, default=2, help="Ray Train restarts from the latest checkpoint")
     p.add_argument("--storage-path", help="checkpoints: path or s3:// gs:// URI (default OUT/checkpoints)")
 

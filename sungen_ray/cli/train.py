@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-labels", type=int, help="number of classes (default: from the data)")
+    p.add_argument("--device", default="auto", help="cpu, cuda (or cuda:N) or auto = the GPU if torch sees one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.weights and sel.mode != "all":
         sel.mode = "all"  # without weights there is nothing to select by
     curated = curate(data, weights, sel, num_labels)
-    cfg = from_dict(final_model.FinalConfig, {"tam": {"name": args.tam}, "epochs": args.epochs, "seed": args.seed})
+    cfg = from_dict(
+        final_model.FinalConfig,
+        {"tam": {"name": args.tam}, "epochs": args.epochs, "seed": args.seed, "device": args.device},
+    )
     trained = final_model.fit(curated.data.text, curated.data.label, names, cfg, curated.weights)
     out = Path(args.out)
     final_model.save(out, trained, {"data": str(args.data), "weights": args.weights})

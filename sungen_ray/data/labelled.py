@@ -118,15 +118,32 @@ def read_labelled(
     """Read and validate labelled text. ``idx`` is taken from the file when present, else row order."""
     table = read_table(path)
     where = ", ".join(map(str, path)) if isinstance(path, (list, tuple)) else str(path)
-    if table.num_rows == 0:
-        raise SungenError(f"{where}: no rows")
-    for col in (text_column, label_column):
-        if col not in table.column_names:
-            raise SungenError(f"{where}: column {col!r} missing (columns: {table.column_names})")
+    idx, labels = checked_ids_and_labels(table, where, num_labels, text_column, label_column, min_labels)
     text_col = table.column(text_column)
     if text_col.null_count:
         raise SungenError(f"{where}: {text_col.null_count} row(s) have a null {text_column!r}")
     text = [str(t) for t in text_col.to_pylist()]
+    return LabelledData(idx=idx, text=text, label=labels, source=where)
+
+
+def checked_ids_and_labels(
+    table: pa.Table,
+    where: str,
+    num_labels: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    min_labels: int = 1,
+    columns: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, labels) of ``table`` after the checks every reader makes. ``table`` needs the label
+    column and, if the data has one, ``idx``; the text column is only looked for among ``columns``
+    (the data's column names, default the table's), so a reader can leave the texts unread."""
+    columns = table.column_names if columns is None else columns
+    if table.num_rows == 0:
+        raise SungenError(f"{where}: no rows")
+    for col in (text_column, label_column):
+        if col not in columns:
+            raise SungenError(f"{where}: column {col!r} missing (columns: {columns})")
     raw_labels = table.column(label_column)
     if raw_labels.null_count:
         raise SungenError(f"{where}: {raw_labels.null_count} row(s) have a null {label_column!r}")
@@ -153,8 +170,8 @@ def read_labelled(
         if len(np.unique(idx)) != len(idx):
             raise SungenError(f"{where}: column 'idx' is not unique")
     else:
-        idx = np.arange(len(text), dtype=np.int64)
-    return LabelledData(idx=idx, text=text, label=labels, source=where)
+        idx = np.arange(table.num_rows, dtype=np.int64)
+    return idx, labels
 
 
 def load_data(path, num_labels: int | None = None) -> tuple[LabelledData, int]:

@@ -57,16 +57,3 @@ def all_reduce_grads(coll: Collectives, tensors: list[torch.Tensor]) -> None:
     flat = coll.all_reduce_sum(torch.cat([t.reshape(-1) for t in tensors]))
     for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
         t.copy_(chunk.view_as(t))
-
-
-class DeviceCollectives:
-    """nccl reduces device tensors only; the core keeps its sums on the CPU, so stage them through the GPU."""
-
-    def __init__(self, inner, device):
-        self.inner, self.device = inner, device
-        self.rank, self.world_size = inner.rank, inner.world_size
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == self.device:
-            return self.inner.all_reduce_sum(tensor)
-        return tensor.copy_(self.inner.all_reduce_sum(tensor.to(self.device)).to(tensor.device))

@@ -34,7 +34,7 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
             "generation": {k: v for k, v in to_dict(cfg.generation).items() if k not in EXECUTION_ONLY},
         }
         gen_inputs["feedback"] = to_dict(cfg.feedback) if r else None
-        rw_inputs = gen_inputs | {"reweight": to_dict(cfg.reweight), "workers": cfg.workers}
+        rw_inputs = gen_inputs | {"reweight": _semantic(cfg.reweight), "workers": cfg.workers}
         sel_inputs = rw_inputs | {"select": to_dict(cfg.select)}
         stages += [
             Stage(
@@ -60,7 +60,7 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
             ),
         ]
     final_inputs = sel_inputs | {
-        "final": to_dict(cfg.final),
+        "final": _semantic(cfg.final),
         "baselines": cfg.baselines,
         "seeds": cfg.seeds,
         "gold": cfg.gold,
@@ -71,6 +71,12 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
         Stage("final", "final training + evaluation", layout.final, final_inputs, lambda d: final_stage(cfg, spec, d))
     )
     return stages
+
+
+def _semantic(cfg) -> dict:
+    """A config as a stage input: where it computes (``device``) does not change what it computes,
+    so moving a run to a GPU resumes it instead of redoing it."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "device"}
 
 
 def check_stop_after(stages: list[Stage], stop_after: str | None) -> None:

@@ -50,25 +50,25 @@ def reweight_pool(
         )
         return out
 
-    from sungen_ray.data.labelled import load_data
     from sungen_ray.reweight.loop import run as run_loop
+    from sungen_ray.reweight.loop import state_to
     from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
-    from sungen_ray.reweight.shard import make_shard
+    from sungen_ray.reweight.shard import load_shard
+    from sungen_ray.tam.device import resolve_device
 
     cfg.validate()
-    pool, num_labels = load_data(data, num_labels)
-    shard = make_shard(pool, num_labels, cfg.tam)
-    digest = run_digest(cfg, str(Path(data).resolve()), len(pool))
+    shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
+    digest = run_digest(cfg, str(Path(data).resolve()), len(shard))
     state, history = load_state(out, digest)
     if state is not None:
         print(f"[reweight] resuming from iteration {state['iteration']} ({out / 'state.pt'})", flush=True)
 
     def checkpoint(state, metrics):
         history.append(metrics)
-        save_state(out, state, history, digest)
+        save_state(out, state_to(state, "cpu"), history, digest)
         log_iteration(metrics)
 
     state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
-    write_outputs(out, shard.idx, state["theta"], history, cfg, digest)
+    write_outputs(out, shard.idx.cpu(), state["theta"].cpu(), history, cfg, digest)
     print(f"[reweight] wrote {out / 'weights.parquet'} ({len(shard)} weights, {state['iteration']} iterations)")
     return out

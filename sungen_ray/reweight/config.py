@@ -7,6 +7,7 @@ from typing import Literal
 
 from sungen_ray.errors import SungenError
 from sungen_ray.tam.config import TamConfig
+from sungen_ray.tam.device import validate_device_name
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ReweightConfig:
     center: Literal["label", "global", "none"] = "label"
     hypergrad: Literal["auto", "fd", "jvp", "reference"] = "auto"
     fd_eps: float = 1e-3
+    fd_max_move: float = 1e-2  # fd: cap on the parameter move h * |g| (see hypergrad.alignments)
     eval_batch_size: int = 8192
     # stopping rule: stop once the fraction of samples whose kept/dropped side of the top-keep
     # threshold changed stays under stop_change for stop_patience iterations (0 = never stop early).
@@ -43,8 +45,12 @@ class ReweightConfig:
     min_iters: int = 5
     max_lr_retries: int = 3  # inner loss NaN/inf -> halve the inner lr and retry this many times
     seed: int = 0
+    # where one process computes (cpu, cuda, cuda:N; auto = the GPU if torch sees one). Ray Train
+    # workers with --use-gpu take the GPU Ray gives them instead.
+    device: str = "auto"
 
     def validate(self) -> None:
+        validate_device_name(self.device)
         if self.outer_iters < 0:
             raise SungenError(f"outer_iters: must be >= 0, got {self.outer_iters}")
         if self.inner_epochs < 1:
@@ -53,7 +59,7 @@ class ReweightConfig:
             raise SungenError(f"tau: must be in (0, 1], got {self.tau}")
         if not 0 < self.stop_keep < 1:
             raise SungenError(f"stop_keep: must be in (0, 1), got {self.stop_keep}")
-        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps"):
+        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps", "fd_max_move"):
             if not getattr(self, name) > 0:
                 raise SungenError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("valid_size", "eval_batch_size"):

@@ -1,6 +1,7 @@
 """SunGen reweighting on Ray Train: W workers, each owning a shard of the samples and of theta.
 
-This module (the Train driver and the worker loop; checkpoint files are ``checkpoints.py``) adds no algorithm: every worker builds its shard with ``shard.make_shard`` (rows with
+This module (the Train driver and the worker loop; checkpoint files are ``checkpoints.py``) adds no
+algorithm: every worker builds its shard with ``shard.load_shard`` (rows with
 ``idx % W == rank``, the same split the single-process code would make) and calls the same
 ``loop.run`` with torch.distributed collectives. What it adds is what a cluster needs:
 
@@ -66,17 +67,17 @@ def run_distributed(
     ``storage_path`` (default ``out_dir/checkpoints``) may be a local/NFS path or an S3/GCS URI that
     every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
-    from sungen_ray.data.labelled import load_data
+    from sungen_ray.reweight.shard import pool_ids_and_labels
 
     cfg.validate()
     if workers < 1:
         raise SungenError(f"workers: must be >= 1, got {workers}")
     out = check_out_dir(Path(out_dir).resolve())
     data_path = str(Path(data_path).resolve())
-    # Validate the pool once here (clear errors before any worker starts), then drop it.
-    data, num_labels = load_data(data_path, num_labels)
-    n = len(data)
-    del data
+    # Validate the pool once here (clear errors before any worker starts), without reading its texts.
+    idx, _, num_labels = pool_ids_and_labels(data_path, num_labels)
+    n = len(idx)
+    del idx
     if workers > n:
         raise SungenError(f"workers: {workers} workers for {n} samples; use at most {n} workers")
     digest = run_digest(cfg, data_path, n, workers)
@@ -145,6 +146,7 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
             "cfg": to_dict(cfg),
             "num_labels": num_labels,
             "threads": threads,
+            "use_gpu": use_gpu,
             "fail_at": fail_at,
             "fail_marker": fail_marker,
         },
@@ -192,25 +194,23 @@ def _worker_loop(config: dict) -> None:
     """One Ray Train worker: load and encode its shard, restore its state, run the shared loop."""
     import ray.train
 
-    from sungen_ray.data.labelled import load_data
-    from sungen_ray.parallel.collectives import DeviceCollectives, TorchDistCollectives
-    from sungen_ray.reweight.loop import run
-    from sungen_ray.reweight.shard import make_shard
+    from sungen_ray.parallel.collectives import TorchDistCollectives
+    from sungen_ray.reweight.loop import run, state_to
+    from sungen_ray.reweight.shard import load_shard
 
     torch.set_num_threads(max(1, int(config["threads"])))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = from_dict(ReweightConfig, config["cfg"])
     coll = TorchDistCollectives()
-    if torch.distributed.get_backend() == "nccl":
+    device = torch.device("cpu")
+    if config.get("use_gpu"):
         from ray.train.torch import get_device
 
-        coll = DeviceCollectives(coll, get_device())
+        device = get_device()  # the GPU Ray assigned this worker: model, data and nccl buffers live there
 
     clock = time.perf_counter()
-    data, num_labels = load_data(config["data_path"], config["num_labels"])
-    shard = make_shard(data, num_labels, cfg.tam, rank, world)
-    del data
+    shard = load_shard(config["data_path"], config["num_labels"], cfg.tam, rank, world).to(device)
     load_seconds = time.perf_counter() - clock
 
     state, history = None, []
@@ -218,7 +218,7 @@ def _worker_loop(config: dict) -> None:
     if checkpoint is not None:
         # read only this rank's file (and rank 0 the meta), not the whole checkpoint
         saved = load_torch(checkpoint.filesystem, f"{checkpoint.path}/{shard_file(rank)}")
-        if not torch.equal(saved["idx"], shard.idx):
+        if not torch.equal(saved["idx"], shard.idx.cpu()):
             raise SungenError(f"checkpoint {checkpoint.path}: shard {rank} holds other samples than the pool")
         state = saved["state"]
         if rank == 0:
@@ -234,7 +234,7 @@ def _worker_loop(config: dict) -> None:
         maybe_fail(config, it, rank, world)
         finished = bool(state["stopped"] or it >= cfg.outer_iters)
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"idx": shard.idx, "state": state}, Path(d) / shard_file(rank))
+            torch.save({"idx": shard.idx.cpu(), "state": state_to(state, "cpu")}, Path(d) / shard_file(rank))
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))

@@ -49,23 +49,24 @@ def outer_gradient(
     With ``num_labels`` the mean is label-balanced: every label present among the outer rows
     weighs the same, whatever its row count (each row 1 / (labels present x its label's count)).
     """
-    count = float(coll.all_reduce_sum(torch.tensor(float(len(rows)), dtype=torch.float64)))
+    dev = labels.device
+    count = float(coll.all_reduce_sum(torch.tensor(float(len(rows)), dtype=torch.float64, device=dev)))
     if num_labels is None:
-        row_weight = torch.full((len(labels),), 1.0 / max(count, 1.0))
+        row_weight = torch.full((len(labels),), 1.0 / max(count, 1.0), device=dev)
     else:
-        per_label = torch.zeros(num_labels, dtype=torch.float64).index_add_(
-            0, labels[rows], torch.ones(len(rows), dtype=torch.float64)
+        per_label = torch.zeros(num_labels, dtype=torch.float64, device=dev).index_add_(
+            0, labels[rows], torch.ones(len(rows), dtype=torch.float64, device=dev)
         )
         per_label = coll.all_reduce_sum(per_label)
         present = max(int((per_label > 0).sum()), 1)
         row_weight = (1.0 / (present * per_label.clamp(min=1.0))).float()[labels]
     params = dict(model.named_parameters())
     model.zero_grad(set_to_none=False)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     for chunk in rows.split(batch_size):
         loss = (loss_fn(model(*data.batch(chunk)), labels[chunk]) * row_weight[chunk]).sum()
         loss.backward()
-        loss_sum += float(loss.detach())
+        loss_sum += loss.detach().double()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
     all_reduce_grads(coll, grads)
     g = {k: gr.detach().clone() for k, gr in zip(params, grads)}
@@ -79,6 +80,7 @@ def alignments(
     data: Encoded,
     labels: torch.Tensor,
     g: dict[str, torch.Tensor],
+    *,
     batch_size: int = 8192,
     fd_eps: float = 1e-3,
     fd_max_move: float = 1e-2,
@@ -86,7 +88,7 @@ def alignments(
 ) -> torch.Tensor:
     """a_i = <grad CE_i(phi), g> for every local sample, phi the model's current parameters."""
     params = params_of(model)
-    out = torch.empty(len(data))
+    out = torch.empty(len(data), device=labels.device)
     if method == "fd":
         # step h so the first-order change of the outer loss, h * |g|^2, is fd_eps: big enough for
         # float32 rounding of the per-sample losses to be negligible, small enough for the O(h^2) term;
@@ -96,7 +98,7 @@ def alignments(
         plus = {k: params[k] + h * g[k] for k in params}
         minus = {k: params[k] - h * g[k] for k in params}
     model.eval()
-    for rows in torch.arange(len(data)).split(batch_size):
+    for rows in torch.arange(len(data), device=labels.device).split(batch_size):
         batch, y = data.batch(rows), labels[rows]
         if method == "fd":
             with torch.no_grad():
@@ -117,7 +119,7 @@ def alignments(
 
 def _lookahead_alignment(model, params, batch, y, g, eta):
     """d/du_i <phi*(u), g> at u = 0 for the step phi*(u) = phi - eta * grad sum_i u_i CE_i, over -eta."""
-    u = torch.zeros(len(y), requires_grad=True)
+    u = torch.zeros(len(y), device=y.device, requires_grad=True)
     live = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     inner = (ce(functional_call(model, live, batch), y) * u).sum()
     grads = torch.autograd.grad(inner, list(live.values()), create_graph=True, allow_unused=True)

@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from sungen_ray.errors import SungenError
 from sungen_ray.parallel.collectives import Collectives, LocalCollectives
-from sungen_ray.parallel.stable_hash import splitmix64
+from sungen_ray.parallel.stable_hash import shr64, signed64, splitmix64
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.hypergrad import alignments, default_method, outer_gradient
 from sungen_ray.reweight.losses import outer_loss_fn, top_tau_threshold
@@ -44,16 +43,24 @@ class Shard:
     def __len__(self) -> int:
         return len(self.idx)
 
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
 
-def init_state(n_local: int) -> dict:
+    def to(self, device) -> Shard:
+        """The shard with ids, labels and encoded inputs on ``device`` (once, at load)."""
+        return Shard(self.idx.to(device), self.labels.to(device), self.data.to(device), self.num_labels, self.encoder)
+
+
+def init_state(n_local: int, device=None) -> dict:
     """Checkpointable state of one worker: theta shard, Adam moments, iteration, stopping rule."""
     return {
         "iteration": 0,
-        "theta": torch.zeros(n_local),
-        "adam_m": torch.zeros(n_local),
-        "adam_v": torch.zeros(n_local),
+        "theta": torch.zeros(n_local, device=device),
+        "adam_m": torch.zeros(n_local, device=device),
+        "adam_v": torch.zeros(n_local, device=device),
         "lr_scale": 1.0,
-        "kept": torch.ones(n_local, dtype=torch.bool),
+        "kept": torch.ones(n_local, dtype=torch.bool, device=device),
         "stable_iters": 0,
         "stopped": False,
     }
@@ -62,17 +69,21 @@ def init_state(n_local: int) -> dict:
 def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
     """Membership of the synthetic validation subset: a hash of (idx, seed), so it is the same
     whichever worker holds a sample and however the pool is sharded."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        x = splitmix64(idx.numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
-    u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return torch.from_numpy(u < fraction)
+    x = splitmix64(idx + signed64(seed * 0x9E3779B97F4A7C15))
+    return shr64(x, 11).double() / float(1 << 53) < fraction
 
 
 def initial_model(shard: Shard, cfg: ReweightConfig) -> torch.nn.Module:
-    """phi_0: the same on every worker and every iteration, from the seed alone."""
+    """phi_0: the same on every worker and every iteration, from the seed alone (drawn on the CPU,
+    so it is the same on any device, then moved to the shard's device)."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        return build_model(cfg.tam, shard.encoder, shard.data, shard.num_labels)
+        return build_model(cfg.tam, shard.encoder, shard.data, shard.num_labels).to(shard.device)
+
+
+def state_to(state: dict, device) -> dict:
+    """``state`` with its tensors on ``device`` (checkpoints are written and read on the host)."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in state.items()}
 
 
 def run(
@@ -88,7 +99,7 @@ def run(
     Returns the final state and the metrics of the iterations run in this call.
     """
     coll = coll or LocalCollectives()
-    state = state or init_state(len(shard))
+    state = init_state(len(shard), shard.device) if state is None else state_to(state, shard.device)
     if len(state["theta"]) != len(shard):
         raise SungenError(f"resume state holds {len(state['theta'])} weights but the shard has {len(shard)} samples")
     model = initial_model(shard, cfg)
@@ -138,7 +149,8 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
 
     # 2. outer gradient g of the robust loss on the top-tau validation samples
     clock = time.perf_counter()
-    n_global = float(coll.all_reduce_sum(torch.tensor(float(len(shard)), dtype=torch.float64)))
+    dev = shard.device
+    n_global = float(coll.all_reduce_sum(torch.tensor(float(len(shard)), dtype=torch.float64, device=dev)))
     in_valid = valid_mask(shard.idx, cfg.seed, min(1.0, cfg.valid_size / n_global))
     groups = shard.labels if cfg.tau_per_label else None
     thr = top_tau_threshold(theta, cfg.tau, coll, groups, shard.num_labels if cfg.tau_per_label else 1)
@@ -160,7 +172,17 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     # 3. per-sample alignments a_i = <grad CE_i(phi*), g>
     clock = time.perf_counter()
     method = default_method(cfg.tam.name) if cfg.hypergrad == "auto" else cfg.hypergrad
-    a = alignments(method, model, shard.data, shard.labels, g, cfg.eval_batch_size, cfg.fd_eps, lr)
+    a = alignments(
+        method,
+        model,
+        shard.data,
+        shard.labels,
+        g,
+        batch_size=cfg.eval_batch_size,
+        fd_eps=cfg.fd_eps,
+        fd_max_move=cfg.fd_max_move,
+        lookahead_lr=lr,
+    )
     seconds["hypergrad"] = time.perf_counter() - clock
 
     # 4. hypergradient and the Adam step on theta. dL/dtheta_i = -(eta/S) w_i (1 - w_i) (a_i - abar);
@@ -171,7 +193,7 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     # per label by default so no label can gain or lose weight as a block (class drift)
     k = shard.num_labels
     groups = shard.labels if cfg.center == "label" else torch.zeros_like(shard.labels)
-    sums = torch.zeros(2 * k, dtype=torch.float64)
+    sums = torch.zeros(2 * k, dtype=torch.float64, device=dev)
     sums.index_add_(0, groups, w.double()).index_add_(0, groups + k, w.double() * a.double())
     sums = coll.all_reduce_sum(sums)
     s_global = float(sums[:k].sum())
@@ -216,7 +238,7 @@ def update_stopping(state: dict, cfg: ReweightConfig, coll: Collectives, n_globa
     that no longer change the selection (and, measured on injected noise, start to drift)."""
     thr = top_tau_threshold(state["theta"], cfg.stop_keep, coll)
     kept = state["theta"] >= thr[0]
-    changed = float(coll.all_reduce_sum(torch.tensor(float((kept != state["kept"]).sum()), dtype=torch.float64)))
+    changed = float(coll.all_reduce_sum((kept != state["kept"]).sum().double()))
     change = changed / max(n_global, 1.0)
     state["kept"] = kept
     state["stable_iters"] = state["stable_iters"] + 1 if change < cfg.stop_change else 0
@@ -228,10 +250,10 @@ def update_stopping(state: dict, cfg: ReweightConfig, coll: Collectives, n_globa
 def weight_histogram(w: torch.Tensor, labels: torch.Tensor, num_labels: int, coll: Collectives) -> list[dict]:
     """Per label: sample count, mean weight and a 10-bin histogram of weights on [0, 1]."""
     bins = (w * HIST_BINS).long().clamp(0, HIST_BINS - 1)
-    hist = torch.zeros(num_labels * HIST_BINS, dtype=torch.float64)
-    hist.index_add_(0, labels * HIST_BINS + bins, torch.ones(len(w), dtype=torch.float64))
-    wsum = torch.zeros(num_labels, dtype=torch.float64).index_add_(0, labels, w.double())
-    hist = coll.all_reduce_sum(torch.cat([hist, wsum]))
+    hist = torch.zeros(num_labels * HIST_BINS, dtype=torch.float64, device=w.device)
+    hist.index_add_(0, labels * HIST_BINS + bins, torch.ones(len(w), dtype=torch.float64, device=w.device))
+    wsum = torch.zeros(num_labels, dtype=torch.float64, device=w.device).index_add_(0, labels, w.double())
+    hist = coll.all_reduce_sum(torch.cat([hist, wsum])).cpu()  # output: the metrics are host numbers
     counts = hist[: num_labels * HIST_BINS].view(num_labels, HIST_BINS)
     out = []
     for k in range(num_labels):

@@ -63,23 +63,24 @@ def top_tau_threshold(
     summed, and every worker picks the same bin. Ties (e.g. all theta 0 at the start) keep all.
     ``groups`` (e.g. labels) gives one threshold per group; None means one global threshold.
     """
+    dev = theta.device
     theta = theta.detach().double().clamp(-THETA_RANGE, THETA_RANGE)
-    groups = torch.zeros(len(theta), dtype=torch.long) if groups is None else groups.long()
-    lo = torch.full((num_groups,), -THETA_RANGE, dtype=torch.float64)
-    width = torch.full((num_groups,), 2 * THETA_RANGE / BINS, dtype=torch.float64)
-    active = torch.ones(len(theta), dtype=torch.bool)  # samples inside the chosen coarse bin
-    above = torch.zeros(num_groups, dtype=torch.float64)  # counted in bins above the chosen one
+    groups = torch.zeros(len(theta), dtype=torch.long, device=dev) if groups is None else groups.long()
+    lo = torch.full((num_groups,), -THETA_RANGE, dtype=torch.float64, device=dev)
+    width = torch.full((num_groups,), 2 * THETA_RANGE / BINS, dtype=torch.float64, device=dev)
+    active = torch.ones(len(theta), dtype=torch.bool, device=dev)  # samples inside the chosen coarse bin
+    above = torch.zeros(num_groups, dtype=torch.float64, device=dev)  # counted in bins above the chosen one
     need = None
     for _ in range(2):
         bins = _bin_of(theta, lo[groups], width[groups])
-        hist = torch.zeros(num_groups * BINS, dtype=torch.float64)
-        hist.index_add_(0, (groups * BINS + bins)[active], torch.ones(int(active.sum()), dtype=torch.float64))
+        hist = torch.zeros(num_groups * BINS, dtype=torch.float64, device=dev)
+        hist.index_add_(0, (groups * BINS + bins)[active], active[active].double())
         hist = coll.all_reduce_sum(hist).view(num_groups, BINS)
         if need is None:
             need = torch.ceil(tau * hist.sum(1))  # how many to keep per group
         from_top = hist.flip(1).cumsum(1).flip(1) + above[:, None]  # count >= each bin's lower edge
         # the highest bin whose lower edge still keeps at least `need`
-        chosen = ((from_top >= need[:, None]).double() * torch.arange(BINS, dtype=torch.float64)).argmax(1)
+        chosen = ((from_top >= need[:, None]).double() * torch.arange(BINS, dtype=torch.float64, device=dev)).argmax(1)
         above = above + (from_top.gather(1, chosen[:, None]).squeeze(1) - hist.gather(1, chosen[:, None]).squeeze(1))
         lo = lo + chosen * width
         active = active & (bins == chosen[groups])

@@ -24,7 +24,8 @@ def check_out_dir(out: Path) -> Path:
 def run_digest(cfg, data_path: str, n: int, workers: int | None = None) -> str:
     """What a run's outputs depend on; ``workers`` only for Ray Train runs (their shards differ),
     so single-process outputs written before keep their digest."""
-    inputs = {"config": to_dict(cfg), "data": data_path, "n": n}
+    config = {k: v for k, v in to_dict(cfg).items() if k != "device"}  # where it runs, not what it computes
+    inputs = {"config": config, "data": data_path, "n": n}
     return config_hash(inputs if workers is None else inputs | {"workers": workers})
 
 

@@ -1,24 +1,34 @@
-"""Load a labelled pool, keep this worker's rows and encode them for the TAM.
+"""Load this worker's rows of a labelled pool and encode them for the TAM.
 
-Rows go to workers by ``idx % world_size``, so a restarted worker gets the same rows back.
-Every worker reads the whole text column (cheap next to training) so that the LSTM vocabulary,
-fitted on all texts with a deterministic trainer, is identical on every worker.
+Rows go to workers by ``idx % world_size``, so a restarted worker gets the same rows back. From
+Parquet a worker reads only the ``idx`` and ``label`` columns whole (to validate the pool and pick
+its rows) and streams the text column in chunks, keeping only its own texts, so its memory follows
+its shard. The LSTM vocabulary comes from a streamed pass over all texts with a deterministic
+trainer: every worker computes the same one without holding the texts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from sungen_ray.data.labelled import LabelledData
+from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_files
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
+from sungen_ray.tam.encoded import concat_encoded
 from sungen_ray.tam.registry import TamConfig, build_encoder
+
+STREAM_ROWS = 65_536  # texts per streamed chunk
 
 
 def make_shard(data: LabelledData, num_labels: int, tam: TamConfig, rank: int = 0, world_size: int = 1) -> Shard:
-    if world_size > len(data):
-        raise SungenError(f"{world_size} workers for {len(data)} samples: use at most {len(data)} workers")
+    """The shard of an in-memory pool (JSONL/CSV inputs; see ``load_shard`` for Parquet)."""
+    _check_workers(world_size, len(data))
     rows = np.flatnonzero(data.idx % world_size == rank)
     encoder = build_encoder(tam, data.text)
     local = data.subset(rows)
@@ -29,3 +39,74 @@ def make_shard(data: LabelledData, num_labels: int, tam: TamConfig, rank: int = 
         num_labels=num_labels,
         encoder=encoder,
     )
+
+
+def pool_ids_and_labels(path, num_labels: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate the whole pool and return (idx, labels, number of labels), reading no texts from Parquet."""
+    files = _parquet_inputs(path)
+    if files is None:
+        data, num_labels = load_data(path, num_labels)
+        return data.idx, data.label, num_labels
+    try:
+        names = pq.read_schema(files[0]).names
+        cols = [c for c in ("idx", "label") if c in names]
+        tables = [pq.read_table(f, columns=cols) for f in files]
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SungenError(f"{path}: cannot be read as parquet: {exc}") from exc
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    idx, labels = checked_ids_and_labels(table, str(path), num_labels, min_labels=2, columns=names)
+    return idx, labels, num_labels or int(labels.max()) + 1
+
+
+def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, world_size: int = 1) -> Shard:
+    """This worker's rows of the pool at ``path``, encoded; only its own texts are ever held."""
+    files = _parquet_inputs(path)
+    if files is None:
+        data, num_labels = load_data(path, num_labels)
+        return make_shard(data, num_labels, tam, rank, world_size)
+    idx, labels, num_labels = pool_ids_and_labels(path, num_labels)
+    _check_workers(world_size, len(idx))
+    mine = idx % world_size == rank
+    if tam.name == "lstm":  # the vocabulary of all texts, counted chunk by chunk
+        encoder = build_encoder(tam, (chunk.to_pylist() for chunk in _stream_texts(files)))
+    else:
+        encoder = build_encoder(tam)
+    parts, start = [], 0
+    for chunk in _stream_texts(files):  # own texts only, encoded a chunk at a time
+        parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
+        start += len(chunk)
+    rows = np.flatnonzero(mine)
+    return Shard(
+        idx=torch.from_numpy(idx[rows]),
+        labels=torch.from_numpy(labels[rows]),
+        data=concat_encoded(parts),
+        num_labels=num_labels,
+        encoder=encoder,
+    )
+
+
+def _check_workers(world_size: int, n: int) -> None:
+    if world_size > n:
+        raise SungenError(f"{world_size} workers for {n} samples: use at most {n} workers")
+
+
+def _parquet_inputs(path) -> list[Path] | None:
+    """The Parquet files of ``path``, or None for a JSONL/CSV file (read whole: small by nature)."""
+    if isinstance(path, (list, tuple)):
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise SungenError(f"data not found: {p}")
+    return parquet_files(p) if p.is_dir() or p.suffix.lower() == ".parquet" else None
+
+
+def _stream_texts(files: list[Path]) -> Iterator[pa.Array]:
+    for f in files:
+        try:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=STREAM_ROWS, columns=["text"]):
+                col = batch.column(0)
+                if col.null_count:
+                    raise SungenError(f"{f}: {col.null_count} row(s) have a null 'text'")
+                yield col
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise SungenError(f"{f}: cannot be read as parquet: {exc}") from exc

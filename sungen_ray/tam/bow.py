@@ -52,10 +52,12 @@ class _MeanBag(torch.autograd.Function):
     def backward(ctx, grad_out):
         tokens, offsets = ctx.saved_tensors
         n_bags = len(offsets)
-        lens = torch.diff(offsets, append=torch.tensor([len(tokens)], dtype=offsets.dtype))
-        bag_of_token = torch.repeat_interleave(torch.arange(n_bags), lens, output_size=len(tokens))
+        lens = torch.diff(offsets, append=torch.tensor([len(tokens)], dtype=offsets.dtype, device=offsets.device))
+        bag_of_token = torch.repeat_interleave(
+            torch.arange(n_bags, device=offsets.device), lens, output_size=len(tokens)
+        )
         per_bag = grad_out / lens.clamp(min=1).unsqueeze(1).to(grad_out.dtype)
-        grad = grad_out.new_zeros(ctx.table_shape).index_add_(0, tokens, per_bag[bag_of_token])
+        grad = grad_out.new_zeros(ctx.table_shape).index_add_(0, tokens, per_bag.index_select(0, bag_of_token))
         return grad, None, None
 
     @staticmethod
@@ -65,8 +67,12 @@ class _MeanBag(torch.autograd.Function):
 
 
 class BowModel(nn.Module):
-    def __init__(self, buckets: int, num_labels: int, dim: int = 32):
+    """With ``sparse`` the inner training steps only the table rows its batch touches (see
+    ``tam.train``): ``sparse_table`` names the table and the input position of its row ids."""
+
+    def __init__(self, buckets: int, num_labels: int, dim: int = 32, sparse: bool = True):
         super().__init__()
+        self.sparse_table = ("embed.weight", 0) if sparse else None
         self.embed = nn.EmbeddingBag(buckets, dim, mode="mean")
         self.out = nn.Linear(dim, num_labels)
         nn.init.uniform_(self.embed.weight, -1.0 / dim, 1.0 / dim)

@@ -26,6 +26,8 @@ class TamConfig:
     buckets: int = 1 << 18
     bigrams: bool = True
     dim: int = 32
+    # bow: train steps update only the table rows a batch touches (False: the dense table step)
+    sparse: bool = True
     # lstm: vocabulary size and truncation length
     vocab_size: int = 50_000
     max_len: int = 64

@@ -23,18 +23,23 @@ class Ragged:
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(flat token ids, bag offsets) for ``rows``, the input format of ``nn.EmbeddingBag``."""
+        dev = self.offsets.device
         starts = self.offsets[rows]
         lens = self.offsets[rows + 1] - starts
-        bag = torch.zeros(len(rows), dtype=torch.int64)
+        bag = torch.zeros(len(rows), dtype=torch.int64, device=dev)
         torch.cumsum(lens[:-1], 0, out=bag[1:])
         total = int(lens.sum())
-        pos = torch.arange(total, dtype=torch.int64) + torch.repeat_interleave(starts - bag, lens, output_size=total)
+        pos = torch.arange(total, dtype=torch.int64, device=dev)
+        pos += torch.repeat_interleave(starts - bag, lens, output_size=total)
         return self.tokens[pos].long(), bag
 
     def subset(self, rows: torch.Tensor) -> Ragged:
         tokens, bag = self.batch(rows)
-        offsets = torch.cat([bag, torch.tensor([len(tokens)])])
+        offsets = torch.cat([bag, torch.tensor([len(tokens)], device=bag.device)])
         return Ragged(tokens.to(self.tokens.dtype), offsets)
+
+    def to(self, device) -> Ragged:
+        return Ragged(self.tokens.to(device), self.offsets.to(device))
 
 
 @dataclass
@@ -55,6 +60,9 @@ class Padded:
     def subset(self, rows: torch.Tensor) -> Padded:
         return Padded(self.ids[rows], self.lengths[rows])
 
+    def to(self, device) -> Padded:
+        return Padded(self.ids.to(device), self.lengths.to(device))
+
 
 @dataclass
 class Dense:
@@ -71,5 +79,23 @@ class Dense:
     def subset(self, rows: torch.Tensor) -> Dense:
         return Dense(self.features[rows])
 
+    def to(self, device) -> Dense:
+        return Dense(self.features.to(device))
+
 
 Encoded = Ragged | Padded | Dense
+
+
+def concat_encoded(parts: list[Encoded]) -> Encoded:
+    """The rows of ``parts`` one after another (a shard encoded chunk by chunk)."""
+    first = parts[0]
+    if isinstance(first, Ragged):
+        shifts = torch.tensor([0] + [len(p.tokens) for p in parts[:-1]]).cumsum(0)
+        offsets = [p.offsets[:-1] + s for p, s in zip(parts, shifts)]
+        return Ragged(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([*offsets, torch.tensor([sum(len(p.tokens) for p in parts)])]),
+        )
+    if isinstance(first, Padded):
+        return Padded(torch.cat([p.ids for p in parts]), torch.cat([p.lengths for p in parts]))
+    return Dense(torch.cat([p.features for p in parts]))

@@ -18,6 +18,7 @@ import torch
 
 from sungen_ray.data.labelled import LabelledData, read_table
 from sungen_ray.errors import SungenError
+from sungen_ray.tam.device import resolve_device, validate_device_name
 from sungen_ray.tam.registry import TamConfig, build_encoder, build_model
 from sungen_ray.tam.train import predict_logits, train
 
@@ -29,8 +30,10 @@ class FinalConfig:
     tam: TamConfig = field(default_factory=TamConfig)
     epochs: int = 5
     seed: int = 0
+    device: str = "auto"  # cpu, cuda (cuda:N) or auto = the GPU if torch sees one
 
     def validate(self) -> None:
+        validate_device_name(self.device, "final.device")
         if self.epochs < 1:
             raise SungenError(f"epochs: must be >= 1, got {self.epochs}")
 
@@ -44,8 +47,9 @@ class TrainedModel:
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text."""
-        logits = predict_logits(self.model, self.encoder.encode(texts))
-        return torch.softmax(logits.float(), dim=1).numpy()
+        device = next(self.model.parameters()).device
+        logits = predict_logits(self.model, self.encoder.encode(texts).to(device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
 def fit(
@@ -58,15 +62,15 @@ def fit(
     """Train a fresh TAM (seeded) on ``texts``; ``weights`` makes it a weighted fit."""
     if len(texts) == 0:
         raise SungenError("no training samples selected")
+    device = resolve_device(cfg.device, "final.device")
     encoder = build_encoder(cfg.tam, texts)
-    data = encoder.encode(texts)
+    data = encoder.encode(texts).to(device)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.tam, encoder, data, len(label_names))
-    w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32)
-    losses = train(
-        model, data, torch.as_tensor(labels, dtype=torch.int64), w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed
-    )
+        model = build_model(cfg.tam, encoder, data, len(label_names)).to(device)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
+    y = torch.as_tensor(labels, dtype=torch.int64, device=device)
+    losses = train(model, data, y, w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed)
     if not all(math.isfinite(x) for x in losses):
         raise SungenError(f"final training diverged (loss {losses[-1]}); lower final.tam.lr")
     return TrainedModel(model=model, encoder=encoder, tam=cfg.tam, label_names=list(label_names))
@@ -78,7 +82,7 @@ def save(path: str | Path, trained: TrainedModel, meta: dict | None = None) -> P
     payload = {
         "tam": dataclasses.asdict(trained.tam),
         "label_names": trained.label_names,
-        "state_dict": trained.model.state_dict(),
+        "state_dict": {k: v.cpu() for k, v in trained.model.state_dict().items()},  # loadable without a GPU
         "encoder": trained.encoder,
         "meta": meta or {},
     }

@@ -50,7 +50,7 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
     return np.cumprod(out, dtype=np.uint64)
 
 
-def hash_ngrams(texts: list[str], buckets: int, bigrams: bool = True, chunk: int = 100_000):
+def hash_ngrams(texts: list[str], buckets: int, bigrams: bool = True, chunk: int = 20_000):
     """Token ids in ``[0, buckets)`` for lower-cased words (and adjacent-word bigrams).
 
     Returns ``(tokens, offsets)``: int32 ids of all texts concatenated and int64 offsets of

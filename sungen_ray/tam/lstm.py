@@ -7,6 +7,7 @@ encoding both run in HF ``tokenizers`` (Rust), so a million texts need no Python
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,9 @@ from sungen_ray.tam.encoded import Padded
 PAD, UNK = "[PAD]", "[UNK]"
 
 
-def build_vocab(texts: list[str], vocab_size: int = 50_000, min_frequency: int = 1) -> Tokenizer:
+def build_vocab(
+    texts: Iterable[str] | Iterable[list[str]], vocab_size: int = 50_000, min_frequency: int = 1
+) -> Tokenizer:
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -34,7 +37,9 @@ class LstmEncoder:
     max_len: int = 64
 
     @classmethod
-    def fit(cls, texts: list[str], vocab_size: int = 50_000, max_len: int = 64) -> LstmEncoder:
+    def fit(
+        cls, texts: Iterable[str] | Iterable[list[str]], vocab_size: int = 50_000, max_len: int = 64
+    ) -> LstmEncoder:
         return cls(build_vocab(texts, vocab_size), max_len)
 
     @property

@@ -12,8 +12,9 @@ from sungen_ray.tam.lstm import LstmEncoder, LstmModel
 from sungen_ray.tam.minilm import HeadModel, MiniLMEncoder
 
 
-def build_encoder(cfg: TamConfig, texts: list[str] | None = None):
-    """The encoder for ``cfg``; the LSTM fits its vocabulary on ``texts`` (the synthetic set)."""
+def build_encoder(cfg: TamConfig, texts=None):
+    """The encoder for ``cfg``; the LSTM fits its vocabulary on ``texts`` (the synthetic set: a list
+    of strings, or an iterator of lists of strings streamed in chunks)."""
     if cfg.name == "bow":
         return BowEncoder(cfg.buckets, cfg.bigrams)
     if cfg.name == "lstm":
@@ -28,7 +29,7 @@ def build_encoder(cfg: TamConfig, texts: list[str] | None = None):
 def build_model(cfg: TamConfig, encoder, encoded: Encoded, num_labels: int) -> nn.Module:
     """A freshly initialised model; seed torch (or fork the RNG) before calling for a fixed phi_0."""
     if cfg.name == "bow":
-        return BowModel(cfg.buckets, num_labels, cfg.dim)
+        return BowModel(cfg.buckets, num_labels, cfg.dim, cfg.sparse)
     if cfg.name == "lstm":
         return LstmModel(encoder.vocab_size, num_labels)
     if cfg.name == "minilm":

@@ -13,12 +13,14 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from sungen_ray.parallel.collectives import Collectives, LocalCollectives, all_reduce_grads
-from sungen_ray.parallel.stable_hash import splitmix64
+from sungen_ray.parallel.stable_hash import shr64, splitmix64
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
+from sungen_ray.tam.row_optim import make_row_optimizer
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -58,42 +60,82 @@ def train(
     makes a step the usual mean-loss step when all weights are 1.
     """
     coll = coll or LocalCollectives()
+    device = labels.device
     n_local = len(data)
-    w = torch.ones(n_local) if weights is None else weights.detach().float()
-    totals = coll.all_reduce_sum(torch.tensor([float(n_local), float(w.sum())], dtype=torch.float64))
+    w = torch.ones(n_local, device=device) if weights is None else weights.detach().float()
+    totals = coll.all_reduce_sum(torch.tensor([float(n_local), float(w.sum())], dtype=torch.float64, device=device))
     n_global, s_global = float(totals[0]), float(totals[1])
     if n_global == 0 or s_global <= 0:
         return [float("nan")] * epochs
     batch_size = cfg.train_setting("batch_size")
     steps = max(1, math.ceil(n_global / batch_size))
     step_norm = (s_global / n_global) * (n_global / steps)  # mean weight x global batch size
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg.train_setting("optimizer"), params, lr or cfg.train_setting("lr"))
+    table_name, ids_at = getattr(model, "sparse_table", None) or (None, None)
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    params = [p for k, p in named.items() if k != table_name]
+    optimizer, step_lr = cfg.train_setting("optimizer"), lr or cfg.train_setting("lr")
+    opt = make_optimizer(optimizer, params, step_lr)
+    rows_opt = make_row_optimizer(optimizer, named[table_name].data, step_lr) if table_name else None
+    for p in params:  # a worker whose share of a step is empty still all-reduces (zero) gradients
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     model.train()
     losses = []
     for epoch in range(epochs):
-        epoch_sum = torch.zeros((), dtype=torch.float64)
-        for rows in _step_rows(n_local, steps, seed, epoch, coll.rank, ids):
+        epoch_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for rows in _step_rows(n_local, steps, seed, epoch, coll.rank, ids, device):
             opt.zero_grad(set_to_none=False)
+            batch = data.batch(rows)
+            if table_name is None:
+                if len(rows):
+                    epoch_sum += _backward(model(*batch), labels[rows], w[rows], step_norm)
+                all_reduce_grads(coll, [p.grad for p in params])
+                opt.step()
+                continue
+            touched, local_ids = touched_rows(coll, batch[ids_at], len(named[table_name]))
+            local = list(batch)
+            local[ids_at] = local_ids
+            leaf = named[table_name].detach().index_select(0, touched).requires_grad_(True)
             if len(rows):
-                ce = F.cross_entropy(model(*data.batch(rows)), labels[rows], reduction="none")
-                loss = (ce * w[rows]).sum()
-                (loss / step_norm).backward()
-                epoch_sum += float(loss.detach())
-            all_reduce_grads(coll, [p.grad for p in params])
+                logits = functional_call(model, {table_name: leaf}, tuple(local))
+                epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
+            row_grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            all_reduce_grads(coll, [p.grad for p in params] + [row_grad])
             opt.step()
+            rows_opt.step(touched, row_grad)
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
     return losses
 
 
-def _step_rows(n_local: int, steps: int, seed: int, epoch: int, rank: int, ids: torch.Tensor | None):
-    """The local rows of each inner step of one epoch (see ``train``)."""
+def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the sorted table rows that any worker's share of this step touches, ``ids`` as positions
+    among them). Every worker gets the same rows in the same order, so the row gradients line up in
+    the all-reduce and W workers step what one process steps. Finding them costs a byte per table
+    row (a mask, summed across workers); the gradients, their all-reduce and the optimizer cost
+    only the touched rows."""
+    hit = torch.zeros(num_rows, dtype=torch.uint8 if coll.world_size < 256 else torch.int32, device=ids.device)
+    hit[ids] = 1
+    if coll.world_size > 1:
+        coll.all_reduce_sum(hit)
+    touched = torch.nonzero(hit).squeeze(1)
+    position = torch.empty(num_rows, dtype=torch.int64, device=ids.device)
+    position[touched] = torch.arange(len(touched), device=ids.device)
+    return touched, position[ids]
+
+
+def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
+    loss = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
+    (loss / step_norm).backward()
+    return loss.detach().double()
+
+
+def _step_rows(n_local: int, steps: int, seed: int, epoch: int, rank: int, ids: torch.Tensor | None, device):
+    """The local rows of each inner step of one epoch (see ``train``), as tensors on ``device``."""
     if ids is None:
-        order = torch.randperm(n_local, generator=seeded_generator(seed, 1, epoch, rank))
+        order = torch.randperm(n_local, generator=seeded_generator(seed, 1, epoch, rank)).to(device)
         return torch.tensor_split(order, steps)
-    key = np.uint64(int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, 7]).generate_state(1)[0]))
-    x = splitmix64(ids.numpy().astype(np.uint64) ^ key)
-    step_of = torch.from_numpy((x % np.uint64(steps)).astype(np.int64))
+    key = int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, 7]).generate_state(1)[0])
+    step_of = shr64(splitmix64(ids.to(device) ^ key), 1) % steps
     order = torch.argsort(step_of, stable=True)
     counts = torch.bincount(step_of, minlength=steps)
     return torch.split(order, counts.tolist())
@@ -102,9 +144,10 @@ def _step_rows(n_local: int, steps: int, seed: int, epoch: int, rank: int, ids: 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 8192) -> torch.Tensor:
     model.eval()
-    out = [model(*data.batch(rows)) for rows in torch.arange(len(data)).split(batch_size)]
+    device = next(model.parameters()).device
+    out = [model(*data.batch(rows)) for rows in torch.arange(len(data), device=device).split(batch_size)]
     model.train()
-    return torch.cat(out) if out else torch.zeros(0)
+    return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
 def accuracy(model: nn.Module, data: Encoded, labels: torch.Tensor) -> float:
