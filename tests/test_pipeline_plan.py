@@ -62,3 +62,13 @@ def test_run_finished_before_the_restructuring_is_skipped(tmp_path, capsys):
     assert pipeline_main(["--config", str(DEMO), *sets, "--set", "select.fraction=0.5", "--describe"]) == 0
     plan = _plan_lines(capsys.readouterr().out)
     assert [name for name, row in plan.items() if row[2] == "redo"] == ["select-0", "select-1", "final"]
+
+    # where a stage computes is not an input: moving the run to another device resumes it
+    device_sets = ["--set", "reweight.device=cpu", "--set", "final.device=cpu"]
+    assert pipeline_main(["--config", str(DEMO), *sets, *device_sets, "--describe"]) == 0
+    plan = _plan_lines(capsys.readouterr().out)
+    assert {name: row[2] for name, row in plan.items()} == dict.fromkeys(STAGES, "skip")
+    # a field added after the run was recorded changes the inputs once it leaves its default
+    assert pipeline_main(["--config", str(DEMO), *sets, "--set", "reweight.tam.sparse=false", "--describe"]) == 0
+    plan = _plan_lines(capsys.readouterr().out)
+    assert plan["reweight-0"][2] == "redo"

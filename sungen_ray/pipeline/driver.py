@@ -73,10 +73,22 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
     return stages
 
 
+# Config fields a stage's inputs leave out: ``device`` always (where a stage computes, not what),
+# and fields added after runs were recorded while they hold their default, so a run finished before
+# they existed is resumed, not redone, only because the field now exists.
+ALWAYS_LEFT_OUT = ("device",)
+LEFT_OUT_AT_DEFAULT = {"fd_max_move": 1e-2, "sparse": True}
+
+
 def _semantic(cfg) -> dict:
-    """A config as a stage input: where it computes (``device``) does not change what it computes,
-    so moving a run to a GPU resumes it instead of redoing it."""
-    return {k: v for k, v in to_dict(cfg).items() if k != "device"}
+    def strip(d: dict) -> dict:
+        return {
+            k: strip(v) if isinstance(v, dict) else v
+            for k, v in d.items()
+            if k not in ALWAYS_LEFT_OUT and not (k in LEFT_OUT_AT_DEFAULT and v == LEFT_OUT_AT_DEFAULT[k])
+        }
+
+    return strip(to_dict(cfg))
 
 
 def check_stop_after(stages: list[Stage], stop_after: str | None) -> None:
