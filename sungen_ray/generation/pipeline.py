@@ -42,7 +42,16 @@ FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
 # How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
 # stage hashes), so changing them resumes a run instead of refusing or redoing it.
-EXECUTION_ONLY = ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
+EXECUTION_ONLY = (
+    "out",
+    "replicas",
+    "use_gpu",
+    "cpus_per_replica",
+    "replica_resources",
+    "max_num_seqs",
+    "stall_timeout_s",
+    "max_attempts",
+)
 
 
 @dataclass
@@ -61,6 +70,9 @@ class GenerateConfig:
     overgenerate: float = 1.25
     use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
     cpus_per_replica: int = 1
+    # Custom Ray resources each engine replica asks for (e.g. {"vllm_node": 1}): pins replicas to the
+    # nodes that advertise them.
+    replica_resources: dict[str, float] | None = None
     max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
     # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
     # feeding the engine, smaller ones finer-grained streaming and retries.
@@ -86,6 +98,12 @@ class GenerateConfig:
             raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
         if self.cpus_per_replica < 1:
             raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
+        for name, amount in (self.replica_resources or {}).items():
+            if name in ("CPU", "GPU") or not amount > 0:
+                raise SungenError(
+                    f"replica_resources: {name}={amount}; custom resources only (CPU/GPU have their own fields), "
+                    "each > 0"
+                )
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
         if self.max_attempts < 1:
@@ -114,11 +132,18 @@ class Tally:
     first_submit: float = math.inf
     last_done: float = -math.inf
     engine_seconds: float = 0.0  # summed over attempts
+    # Re-executed work: Ray Data reruns the tasks of an engine replica whose node died, and a row can
+    # then arrive twice. Row ids seen this attempt catch the repeat; replicas seen count restarts.
+    row_ids: set[int] = dataclasses.field(default_factory=set)
+    engines: set[str] = dataclasses.field(default_factory=set)
+    engine_restarts: int = 0  # summed over attempts
 
-    def close_window(self) -> None:
+    def close_window(self, replicas: int) -> None:
         if self.last_done > self.first_submit:
             self.engine_seconds += self.last_done - self.first_submit
         self.first_submit, self.last_done = math.inf, -math.inf
+        self.engine_restarts += max(0, len(self.engines) - replicas)
+        self.engines, self.row_ids = set(), set()
 
 
 def _row_error(batch: dict, i: int) -> str:
@@ -169,6 +194,13 @@ def consume(
     tokens0 = tally.tokens
     for batch in stream:
         for i in range(len(batch["row_id"])):
+            row_id = int(batch["row_id"][i])
+            if row_id in tally.row_ids:  # a re-executed task's repeat; the first copy was counted
+                tally.dropped["reexecuted"] += 1
+                continue
+            tally.row_ids.add(row_id)
+            if "engine" in batch:
+                tally.engines.add(str(batch["engine"][i]))
             lab = int(batch["label"][i])
             tally.prompts += 1
             tally.prompts_per_label[lab] += 1
@@ -196,7 +228,7 @@ def consume(
             lp = float(batch["logprob"][i])
             tally.kept.append(
                 {
-                    "row_id": int(batch["row_id"][i]),
+                    "row_id": row_id,
                     "text": text,
                     "label": lab,
                     "label_name": str(batch["label_name"][i]),
@@ -324,6 +356,7 @@ def _load_staged(staging: Path) -> tuple[Tally, int]:
         tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
         tally.errors.extend(meta["errors"])
         tally.engine_seconds += meta["engine_seconds"]
+        tally.engine_restarts += meta.get("engine_restarts", 0)
     attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
     return tally, (max(attempts) + 1 if attempts else 0)
 
@@ -335,6 +368,8 @@ def _snapshot(tally: Tally) -> Tally:
         dropped=Counter(tally.dropped),
         errors=list(tally.errors),
         prompts_per_label=Counter(tally.prompts_per_label),
+        row_ids=set(),
+        engines=set(),
     )
 
 
@@ -351,6 +386,7 @@ def _stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
             "prompts": after.prompts - before.prompts,
             "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
             "engine_seconds": after.engine_seconds - before.engine_seconds,
+            "engine_restarts": after.engine_restarts - before.engine_restarts,
             "errors": after.errors[len(before.errors) :],
         },
     )
@@ -415,6 +451,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         use_gpu=use_gpu,
         cpus_per_replica=cfg.cpus_per_replica,
         max_num_seqs=cfg.max_num_seqs,
+        resources=dict(cfg.replica_resources or {}),
     )
     t0 = time.perf_counter()
     conditions = _conditions(cfg, spec, opts, staging)
@@ -457,7 +494,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         try:
             consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
-            tally.close_window()
+            tally.close_window(cfg.replicas)
             flush()
         attempt += 1
     seconds = time.perf_counter() - t0
@@ -479,7 +516,12 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "kept_per_label": {spec.labels[k].name: have[k] for k in range(spec.num_labels)},
         "prompts_sent": tally.prompts,
         "attempts": attempt,
-        "dropped": {k: tally.dropped.get(k, 0) for k in ("empty", "too_short", "duplicate", "engine_error", "surplus")},
+        "dropped": {
+            k: tally.dropped.get(k, 0)
+            for k in ("empty", "too_short", "duplicate", "engine_error", "surplus", "reexecuted")
+        },
+        # engine replicas that started over mid-attempt (node loss, crash): their lost work was redone
+        "engine_restarts": tally.engine_restarts,
         "engine_error_examples": tally.errors,
         "conditions": len(conditions) if conditions else 0,
         "tokens_generated": tally.tokens,
