@@ -90,7 +90,13 @@ def multinode():
         head_node_args={"num_cpus": 1, "object_store_memory": 200 * 1024**2, "include_dashboard": False},
     )
     nodes = MultiNodeCluster(cluster)
-    ray.init(address=cluster.address, logging_level="WARNING")
+    # RAY_ADDRESS for the cluster's own processes: Ray Train's state queries otherwise pick "the
+    # latest" of all Ray instances on this machine, which need not be this one
+    ray.init(
+        address=cluster.address,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}},
+    )
     try:
         yield nodes
     finally:

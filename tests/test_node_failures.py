@@ -8,6 +8,7 @@ and the cluster gets a fresh node back afterwards.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -90,3 +91,59 @@ def test_generation_survives_losing_the_engine_node(multinode, default_model, tm
     assert manifest["prompts_sent"] == len(arrived) - repeats
     assert sum(manifest["dropped"].values()) - repeats + n == manifest["prompts_sent"]
     assert not (out / ".staging").exists()
+
+
+REWEIGHT_ITERS = 6
+
+
+def _reweight(pool, out):
+    from sungen_ray.config import from_dict
+    from sungen_ray.reweight.config import ReweightConfig
+    from sungen_ray.reweight.distributed import run_distributed
+    from tests.test_reweight_distributed import config_dict
+
+    cfg = from_dict(ReweightConfig, {**config_dict(), "outer_iters": REWEIGHT_ITERS})
+    # SPREAD + one "worker" unit each: rank 0 and rank 1 start on different worker nodes; after a
+    # node loss both fit on the node left (2 CPUs, worker: 2)
+    return run_distributed(
+        pool, out, cfg, workers=2, max_failures=2, worker_resources={"worker": 1}, placement_strategy="SPREAD"
+    )
+
+
+def test_reweighting_survives_losing_the_node_of_rank_1(multinode, tmp_path):
+    import torch
+
+    from sungen_ray.data.atomic import read_json
+    from tests.test_reweight_distributed import make_pool
+
+    multinode.restore()
+    pool = make_pool(tmp_path / "pool")
+    reference = _reweight(pool, tmp_path / "uninterrupted")
+    assert reference["iterations_run"] == REWEIGHT_ITERS
+
+    out = tmp_path / "interrupted"
+    run_dir = out / "checkpoints" / reference["run_name"]
+    thread, box = _in_thread(_reweight, pool, out)
+    deadline = time.time() + 240
+    while not (run_dir / "iter-000002" / "shard-00001.pt").is_file():
+        assert time.time() < deadline and thread.is_alive(), box.get("error", "no checkpoint of iteration 2")
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the upload of the checkpoint finish
+    saved = torch.load(run_dir / "iter-000002" / "shard-00001.pt", weights_only=True)
+    rank1_node = saved["node_id"]
+    rank0_node = torch.load(run_dir / "iter-000002" / "shard-00000.pt", weights_only=True)["node_id"]
+    assert rank1_node != rank0_node  # SPREAD put them on different nodes, so only rank 1's dies
+    node = multinode.node_of(rank1_node)
+    multinode.cluster.remove_node(node, allow_graceful=False)  # no replacement: restart on the nodes left
+    multinode.workers.remove(node)
+    summary = _result(thread, box, 400)
+
+    metrics = read_json(out / "metrics.json")
+    assert [m["iteration"] for m in metrics["iterations"]] == list(range(1, REWEIGHT_ITERS + 1))
+    assert summary["iterations_run"] == REWEIGHT_ITERS
+    last = torch.load(run_dir / f"iter-{REWEIGHT_ITERS:06d}" / "shard-00001.pt", weights_only=True)
+    assert last["node_id"] != rank1_node  # rank 1 really ran somewhere else after the loss
+    ref, got = pq.read_table(tmp_path / "uninterrupted" / "weights.parquet"), pq.read_table(out / "weights.parquet")
+    assert ref.column("idx").equals(got.column("idx"))
+    assert ref.column("theta").equals(got.column("theta"))  # bit-identical
+    multinode.restore()

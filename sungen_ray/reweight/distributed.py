@@ -56,12 +56,16 @@ def run_distributed(
     num_labels: int | None = None,
     threads_per_worker: int = 1,
     fail_at_iteration: int | None = None,
+    worker_resources: dict[str, float] | None = None,
+    placement_strategy: str = "PACK",
 ) -> dict:
     """Reweight ``data_path`` with ``workers`` Ray Train workers; write ``out_dir``/weights.parquet
     and metrics.json as the single-process CLI does. Returns a summary (run name, iterations, timings).
 
     ``storage_path`` (default ``out_dir/checkpoints``) may be a local/NFS path or an S3/GCS URI that
-    every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
+    every node can reach. ``worker_resources`` (custom Ray resources each worker asks for) and
+    ``placement_strategy`` (Ray Train's PACK or SPREAD) decide which nodes the workers land on.
+    ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
     from sungen_ray.reweight.outputs import write_outputs
     from sungen_ray.reweight.shard import load_data
@@ -69,6 +73,10 @@ def run_distributed(
     cfg.validate()
     if workers < 1:
         raise SungenError(f"workers: must be >= 1, got {workers}")
+    if placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        raise SungenError(
+            f"placement_strategy: must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {placement_strategy!r}"
+        )
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise SungenError(f"--out {out}: exists and is not a directory")
@@ -105,6 +113,8 @@ def run_distributed(
             threads=threads_per_worker,
             fail_at=fail_at_iteration,
             fail_marker=f"{run_dir}/.fault-injected" if fail_at_iteration is not None else None,
+            resources=dict(worker_resources or {}),
+            strategy=placement_strategy,
         )
         summary["fit_seconds"] = time.perf_counter() - clock
         latest = latest_checkpoint(fs, run_dir, workers)
@@ -192,7 +202,22 @@ def _load_torch(fs: pafs.FileSystem, path: str):
         return torch.load(io.BytesIO(fh.read()), weights_only=True)
 
 
-def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage, name, threads, fail_at, fail_marker):
+def _fit(
+    *,
+    data_path,
+    cfg,
+    workers,
+    num_labels,
+    use_gpu,
+    max_failures,
+    storage,
+    name,
+    threads,
+    fail_at,
+    fail_marker,
+    resources,
+    strategy,
+):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -213,7 +238,8 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})},
+            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {}), **resources},
+            placement_strategy=strategy,
         ),
         run_config=RunConfig(
             name=name,
@@ -307,7 +333,9 @@ def _worker_loop(config: dict) -> None:
         _maybe_fail(config, it, rank, world)
         finished = bool(state["stopped"] or it >= cfg.outer_iters)
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"idx": shard.idx, "state": state}, Path(d) / _shard_file(rank))
+            # node_id: where this rank ran (provenance; a node-loss test kills that node)
+            node = ray.get_runtime_context().get_node_id()
+            torch.save({"idx": shard.idx, "state": state, "node_id": node}, Path(d) / _shard_file(rank))
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))
