@@ -7,6 +7,7 @@ and the cluster gets a fresh node back afterwards.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -147,3 +148,71 @@ def test_reweighting_survives_losing_the_node_of_rank_1(multinode, tmp_path):
     assert ref.column("idx").equals(got.column("idx"))
     assert ref.column("theta").equals(got.column("theta"))  # bit-identical
     multinode.restore()
+
+
+def _tree_digest(root) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_driver_killed_mid_round_resubmitted_skips_finished_stages(multinode, default_model, tmp_path):
+    """The driver runs as a Ray job does (``RAY_ADDRESS`` = the 3-node cluster) and is SIGKILLed while
+    round 1 generates; the resubmitted driver finishes without redoing anything round 0 finished.
+
+    Each driver runs in its own empty working dir and ``TMPDIR``, deleted before the resubmission:
+    everything the resume needs lives under ``out`` (shared storage), not on the driver's node."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_pipeline_driver import DEMO, REPO, _sets
+
+    multinode.restore()
+    out = tmp_path / "shared" / "run"
+
+    def start(n: int):
+        cwd, tmp = tmp_path / f"cwd{n}", tmp_path / f"tmp{n}"
+        cwd.mkdir()
+        tmp.mkdir()
+        env = {
+            **os.environ,
+            "RAY_ADDRESS": multinode.address,
+            "PYTHONPATH": str(REPO),
+            "TMPDIR": str(tmp),
+            "PYTHONUNBUFFERED": "1",
+        }
+        cmd = [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *_sets(out, None)]
+        log = (tmp_path / f"driver{n}.log").open("w")
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), cwd, tmp
+
+    proc, cwd, tmp = start(0)
+    round1 = out / "pool" / "round-01" / ".staging" / "run.json"
+    deadline = time.time() + 600
+    while not round1.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert round1.exists(), (tmp_path / "driver0.log").read_text()[-3000:]
+    time.sleep(3)  # the engine is starting or generating round 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    assert len(finished) == 3  # round 0: generate, reweight, select
+    round0 = _tree_digest(out / "pool" / "round-00")
+    assert not any(p.is_file() for p in cwd.rglob("*"))  # the driver wrote nothing into its working dir
+    shutil.rmtree(cwd)
+    shutil.rmtree(tmp)  # node-local temp: gone, as on a new head node
+
+    proc, cwd, tmp = start(1)
+    assert proc.wait(timeout=900) == 0, (tmp_path / "driver1.log").read_text()[-3000:]
+    log = (tmp_path / "driver1.log").read_text()
+    for path, stamp in finished.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path} was redone"
+    assert log.count("done already, skipping") == 3
+    assert _tree_digest(out / "pool" / "round-00") == round0  # round 0's pool: not one byte regenerated
+    report = json.loads((out / "report.json").read_text())
+    assert [r["generate"]["kept"] for r in report["rounds"]] == [16, 12]
+    assert not any(p.is_file() for p in cwd.rglob("*"))
