@@ -32,6 +32,7 @@ LEGACY_FILE = "model.pt"  # pickled by old releases; refused, never read
 FORMAT = "sungen-ray-tam"
 FORMAT_VERSION = 1
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
 
 
 @dataclass
@@ -221,8 +222,17 @@ def read_gold(path: str | Path, label_names: list[str]) -> LabelledData:
         if col not in table.column_names:
             raise SungenError(f"{path}: column {col!r} missing (columns: {table.column_names})")
     raw = table.column("label").to_pylist()
-    if any(v is None for v in raw):
-        raise SungenError(f"{path}: some rows have no label")
+    nulls = [i for i, v in enumerate(raw) if v is None]
+    if nulls:
+        raise SungenError(f"{path}: field 'label' is null in {len(nulls)} row(s), first row {nulls[0]}")
+    for i, text in enumerate(table.column("text").to_pylist()):
+        if text is None or not str(text).strip():
+            raise SungenError(f"{path}: field 'text' is empty in row {i}")
+        if len(str(text)) > MAX_GOLD_TEXT_CHARS:
+            raise SungenError(
+                f"{path}: field 'text' of row {i} has {len(str(text)):,} characters, over the "
+                f"{MAX_GOLD_TEXT_CHARS:,} limit (a whole file pasted into one row?)"
+            )
     if all(isinstance(v, str) for v in raw):
         index = {name.lower(): i for i, name in enumerate(label_names)}
         unknown = sorted({v for v in raw if v.lower() not in index})

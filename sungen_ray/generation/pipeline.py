@@ -40,6 +40,8 @@ ROWS_PER_FILE = 250_000
 PROGRESS_EVERY_S = 10.0
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
+# An attempt's prompts (samples x overgeneration / keep rate) must stay below ATTEMPT_ROW_SPACING.
+MAX_NUM_SAMPLES = 10**8
 # How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
 # stage hashes), so changing them resumes a run instead of refusing or redoing it.
 EXECUTION_ONLY = (
@@ -88,6 +90,10 @@ class GenerateConfig:
     def validate(self) -> None:
         if self.num_samples <= 0:
             raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
+        if self.num_samples > MAX_NUM_SAMPLES:
+            raise SungenError(
+                f"num_samples: at most {MAX_NUM_SAMPLES:,} per run, got {self.num_samples:,}; split it into rounds"
+            )
         if self.engine not in ENGINES:
             raise SungenError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.replicas < 1:
@@ -437,8 +443,11 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         return done
     model = resolve_model(cfg.model)
     staging = out / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(staging / "run.json", {"config_hash": run_hash, "config": dataclasses.asdict(cfg)})
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(staging / "run.json", {"config_hash": run_hash, "config": dataclasses.asdict(cfg)})
+    except OSError as exc:  # read-only mount, no permission, missing parent on a read-only fs
+        raise SungenError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 
     ensure_ray(min_cpus=cfg.replicas * cfg.cpus_per_replica + 2)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sungen_ray.config import config_hash, to_dict
+from sungen_ray.data.atomic import ensure_writable_dir
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.config import ReweightConfig
 
@@ -41,6 +42,7 @@ def reweight_pool(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SungenError(f"--out {out}: exists and is not a directory")
+    ensure_writable_dir(out)  # fail now, not after the first outer iteration
     if workers != 1 or use_gpu:  # run_distributed rejects workers < 1 with a clear error
         from sungen_ray.reweight.distributed import run_distributed
 

@@ -96,6 +96,7 @@ def run_distributed(
     storage = storage_path or str(out / "checkpoints")
     fs, root = _storage_fs(storage)
     run_dir = f"{root.rstrip('/')}/{name}"
+    _refuse_incomplete_newest(fs, run_dir, workers)
     latest = latest_checkpoint(fs, run_dir, workers)
     if latest is None or not latest[1]["finished"]:
         if fail_at_iteration is None and os.environ.get(FAIL_ENV):
@@ -134,6 +135,27 @@ def _finished_output(out: Path, digest: str) -> bool:
         return read_json(metrics).get("config_hash") == digest
     except (OSError, ValueError):
         return False
+
+
+def _refuse_incomplete_newest(fs: pafs.FileSystem, run_dir: str, workers: int) -> None:
+    """Ray Train resumes from the newest checkpoint it registered; if files of it are gone, every
+    worker would fail loading them and the run would retry to exhaustion. Say so before starting."""
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    except OSError:
+        return
+    dirs = sorted(
+        e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX)
+    )
+    if not dirs:
+        return
+    names = {e.base_name for e in fs.get_file_info(pafs.FileSelector(dirs[-1]))}
+    missing = [f for f in (META, *(_shard_file(r) for r in range(workers))) if f not in names]
+    if missing:
+        raise SungenError(
+            f"checkpoint {dirs[-1]}: incomplete, missing {missing}; delete that directory to resume from the "
+            "checkpoint before it"
+        )
 
 
 def _read_summary(out: Path) -> dict:
@@ -224,6 +246,7 @@ def _fit(
     from sungen_ray.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=workers * threads + 1)
+    _check_fits(workers, {"CPU": threads, **({"GPU": 1} if use_gpu else {}), **resources})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
@@ -258,6 +281,19 @@ def _fit(
             f"Ray Train run {name} failed after {max_failures} restart(s): {exc}\n"
             f"re-run the same command to resume from the latest checkpoint under {storage}/{name}"
         ) from exc
+
+
+def _check_fits(workers: int, per_worker: dict[str, float]) -> None:
+    """Ray Train waits for resources forever; more workers than the cluster holds must fail now."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in per_worker.items():
+        if workers * amount > total.get(name, 0):
+            raise SungenError(
+                f"workers: {workers} workers need {workers * amount:g} {name} but the Ray cluster has "
+                f"{total.get(name, 0):g}; lower --workers (or add nodes)"
+            )
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
