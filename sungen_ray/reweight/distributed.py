@@ -246,7 +246,8 @@ def _fit(
     from sungen_ray.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=workers * threads + 1)
-    _check_fits(workers, {"CPU": threads, **({"GPU": 1} if use_gpu else {}), **resources})
+    if not use_gpu:  # the shipped GPU clusters autoscale GPU workers from 0: nothing to check against yet
+        _check_fits(workers, {"CPU": threads, **resources})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
