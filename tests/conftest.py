@@ -36,3 +36,71 @@ def gold_path(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"gold data not present: {path}")
     return path
+
+
+WORKER_NODE = {"num_cpus": 2, "resources": {"worker": 2}, "object_store_memory": 200 * 1024**2}
+
+
+class MultiNodeCluster:
+    """A head (1 CPU, nothing pinned there) and two worker raylets (2 CPUs and ``worker: 2`` each).
+
+    Work that asks for the custom ``worker`` resource lands on a worker node, which a test can then
+    remove (a killed raylet, as when a spot node is reclaimed) and replace with a fresh one."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.workers = [cluster.add_node(**WORKER_NODE) for _ in range(2)]
+        cluster.wait_for_nodes()
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def node_of(self, node_id: str):
+        return next(n for n in self.workers if n.node_id == node_id)
+
+    def replace(self, node_id: str) -> None:
+        """Kill the worker node ``node_id`` (its raylet and every process on it) and add a fresh one."""
+        node = self.node_of(node_id)
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.workers.remove(node)
+        self.workers.append(self.cluster.add_node(**WORKER_NODE))
+
+    def restore(self) -> None:
+        """Back to two alive worker nodes (after a test removed one without replacing it)."""
+        while len(self.workers) < 2:
+            self.workers.append(self.cluster.add_node(**WORKER_NODE))
+        self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="module")
+def multinode():
+    """A real 3-node Ray cluster (``ray.cluster_utils.Cluster``) shared by a module's node-loss tests.
+
+    Any other Ray connection (the session's ``ray_local``) is shut down first and restarted after, so
+    later tests find the local cluster they expect."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    had_local = ray.is_initialized()
+    ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": 200 * 1024**2, "include_dashboard": False},
+    )
+    nodes = MultiNodeCluster(cluster)
+    # RAY_ADDRESS for the cluster's own processes: Ray Train's state queries otherwise pick "the
+    # latest" of all Ray instances on this machine, which need not be this one
+    ray.init(
+        address=cluster.address,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}},
+    )
+    try:
+        yield nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if had_local:
+            ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")

@@ -7,7 +7,7 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="directory written by `sungen-ray train` (or its model.pt)")
+    p.add_argument("--model", required=True, help="directory written by `sungen-ray train` (or its model.json)")
     p.add_argument("--gold", required=True, help="gold JSONL/CSV/Parquet with text and label (id or name)")
     p.add_argument("--task", help="task whose label names the gold labels must match (default: the model's)")
     p.add_argument("--out", help="write the metrics JSON here too")

@@ -11,7 +11,7 @@ from sungen_ray.tam.config import TamConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="pool Parquet dir/file (or JSONL/CSV with text, label)")
-    p.add_argument("--out", required=True, help="directory for model.pt and train.json")
+    p.add_argument("--out", required=True, help="directory for model.json, model.safetensors and train.json")
     p.add_argument("--weights", help="weights.parquet (or its directory) from `sungen-ray reweight`")
     p.add_argument("--select", choices=field_choices(SelectConfig, "mode"), default=SelectConfig.mode)
     p.add_argument("--fraction", type=float, default=SelectConfig.fraction, help="kept fraction for the top modes")

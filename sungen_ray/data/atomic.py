@@ -56,5 +56,19 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     os.replace(tmp_dir, final_dir)
 
 
+def ensure_writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """Create ``path`` and prove a file can be written there, before any work that would be lost."""
+    from sungen_ray.errors import SungenError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = _tmp_beside(path / ".write-probe")
+        probe.unlink()
+    except OSError as exc:  # read-only mount, no permission, parent on a read-only fs
+        raise SungenError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from exc
+    return path
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())

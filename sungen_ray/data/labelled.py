@@ -67,6 +67,14 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _read_parquet(file: Path) -> pa.Table:
+    """One Parquet file, with a failure naming that file (a truncated one in a pool dir of many)."""
+    try:
+        return pq.read_table(file)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SungenError(f"{file}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
+
+
 def read_table(path: str | Path | list) -> pa.Table:
     """Load a Parquet file/dir, JSON Lines or CSV file (or a list of them) into an Arrow table."""
     if isinstance(path, (list, tuple)):
@@ -80,7 +88,7 @@ def read_table(path: str | Path | list) -> pa.Table:
     suffix = path.suffix.lower()
     try:
         if path.is_dir() or suffix == ".parquet":
-            tables = [pq.read_table(p) for p in parquet_files(path)]
+            tables = [_read_parquet(p) for p in parquet_files(path)]
             return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
         if suffix in (".jsonl", ".json"):
             return _read_jsonl(path)

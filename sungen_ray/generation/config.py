@@ -16,7 +16,18 @@ ENGINES: tuple[str, ...] = typing.get_args(EngineName)
 
 # How a pool is produced, not what it holds: left out of a run's identity (and of the driver's
 # stage hashes), so changing them resumes a run instead of refusing or redoing it.
-EXECUTION_ONLY = ("out", "replicas", "use_gpu", "cpus_per_replica", "max_num_seqs", "stall_timeout_s", "max_attempts")
+EXECUTION_ONLY = (
+    "out",
+    "replicas",
+    "use_gpu",
+    "cpus_per_replica",
+    "replica_resources",
+    "max_num_seqs",
+    "stall_timeout_s",
+    "max_attempts",
+)
+# An attempt's prompts (samples x overgeneration / keep rate) must stay below the row-id spacing.
+MAX_NUM_SAMPLES = 10**8
 
 
 @dataclass
@@ -29,6 +40,9 @@ class EngineSettings:
     batch_size: int = 64  # prompts per engine batch
     max_attempts: int = 4  # top-up rounds before giving up
     cpus_per_replica: int = 1
+    # Custom Ray resources each engine replica asks for (e.g. {"vllm_node": 1}): pins replicas to the
+    # nodes that advertise them.
+    replica_resources: dict[str, float] | None = None
     max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
     # Fail when no engine output arrives for this long (0: never). ray.data.llm restarts an engine
     # that crashes on every request and retries it forever, which would otherwise hang the run.
@@ -46,6 +60,12 @@ class EngineSettings:
             raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
         if self.cpus_per_replica < 1:
             raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
+        for name, amount in (self.replica_resources or {}).items():
+            if name in ("CPU", "GPU") or not amount > 0:
+                raise SungenError(
+                    f"replica_resources: {name}={amount}; custom resources only (CPU/GPU have their own fields), "
+                    "each > 0"
+                )
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
         if self.max_attempts < 1:
@@ -79,6 +99,10 @@ class GenerateConfig(EngineSettings):
     def validate(self) -> None:
         if self.num_samples <= 0:
             raise SungenError(f"num_samples: must be > 0, got {self.num_samples}")
+        if self.num_samples > MAX_NUM_SAMPLES:
+            raise SungenError(
+                f"num_samples: at most {MAX_NUM_SAMPLES:,} per run, got {self.num_samples:,}; split it into rounds"
+            )
         super().validate()
         if self.overgenerate < 1:
             raise SungenError(f"overgenerate: must be >= 1, got {self.overgenerate}")

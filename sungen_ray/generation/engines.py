@@ -9,6 +9,7 @@ manifest can count it (``ray.data.llm`` routes such rows past our postprocess wi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -42,6 +43,7 @@ class EngineOptions:
     # that (128 / 2048), so the pipeline would decode half-size batches (README, Generation
     # throughput). On GPU, None keeps vLLM's own default.
     max_num_seqs: int | None = None
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources per replica
 
 
 def scheduler_kwargs(opts: EngineOptions) -> dict[str, int]:
@@ -110,7 +112,11 @@ def vllm_stage(ds, opts: EngineOptions):
         engine_kwargs=engine_kwargs,
         concurrency=(opts.replicas, opts.replicas),
         batch_size=opts.batch_size,
-        placement_group_config=None if opts.use_gpu else {"bundles": [{"CPU": opts.cpus_per_replica}]},
+        placement_group_config=(
+            ({"bundles": [{"GPU": 1, **opts.resources}]} if opts.resources else None)
+            if opts.use_gpu
+            else {"bundles": [{"CPU": opts.cpus_per_replica, **opts.resources}]}
+        ),
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,
@@ -175,6 +181,7 @@ class TransformersGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         self.model = AutoModelForCausalLM.from_pretrained(opts.model, dtype=dtype).to(self.device).eval()
+        self.engine_id = _engine_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch, d = self.torch, self.opts.decoding
@@ -231,6 +238,7 @@ class TransformersGenerator:
             "error": np.asarray(errors, dtype=object),
             "t_submit": np.full(n, t_submit),
             "t_done": np.full(n, time.time()),
+            "engine": np.full(n, self.engine_id, dtype=object),
         }
 
 
@@ -242,7 +250,15 @@ def transformers_stage(ds, opts: EngineOptions):
         concurrency=opts.replicas,
         num_cpus=opts.cpus_per_replica if not opts.use_gpu else 1,
         num_gpus=1 if opts.use_gpu else 0,
+        resources=opts.resources or None,
     )
+
+
+def _engine_id() -> str:
+    """``node_id/pid`` of this replica: a new value in the output means the replica was restarted."""
+    import ray
+
+    return f"{ray.get_runtime_context().get_node_id()}/{os.getpid()}"
 
 
 def engine_stage(engine: str, ds, opts: EngineOptions):

@@ -66,6 +66,13 @@ def consume(
     tokens0 = tally.tokens
     for batch in stream:
         for i in range(len(batch["row_id"])):
+            row_id = int(batch["row_id"][i])
+            if row_id in tally.row_ids:  # a re-executed task's repeat; the first copy was counted
+                tally.dropped["reexecuted"] += 1
+                continue
+            tally.row_ids.add(row_id)
+            if "engine" in batch:
+                tally.engines.add(str(batch["engine"][i]))
             lab = int(batch["label"][i])
             tally.prompts += 1
             tally.prompts_per_label[lab] += 1
@@ -93,7 +100,7 @@ def consume(
             lp = float(batch["logprob"][i])
             tally.kept.append(
                 {
-                    "row_id": int(batch["row_id"][i]),
+                    "row_id": row_id,
                     "text": text,
                     "label": lab,
                     "label_name": str(batch["label_name"][i]),
@@ -167,8 +174,11 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         return done
     model = resolve_model(cfg.model)
     staging = out / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(staging / "run.json", {"config_hash": run_hash, "config": dataclasses.asdict(cfg)})
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(staging / "run.json", {"config_hash": run_hash, "config": dataclasses.asdict(cfg)})
+    except OSError as exc:  # read-only mount, no permission, missing parent on a read-only fs
+        raise SungenError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 
     ensure_ray(min_cpus=cfg.replicas * cfg.cpus_per_replica + 2)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
@@ -181,6 +191,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         use_gpu=use_gpu,
         cpus_per_replica=cfg.cpus_per_replica,
         max_num_seqs=cfg.max_num_seqs,
+        resources=dict(cfg.replica_resources or {}),
     )
     t0 = time.perf_counter()
     conditions = _conditions(cfg, spec, opts, staging)
@@ -223,7 +234,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         try:
             consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
-            tally.close_window()
+            tally.close_window(cfg.replicas)
             flush()
         attempt += 1
     seconds = time.perf_counter() - t0
@@ -245,7 +256,12 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "kept_per_label": {spec.labels[k].name: have[k] for k in range(spec.num_labels)},
         "prompts_sent": tally.prompts,
         "attempts": attempt,
-        "dropped": {k: tally.dropped.get(k, 0) for k in ("empty", "too_short", "duplicate", "engine_error", "surplus")},
+        "dropped": {
+            k: tally.dropped.get(k, 0)
+            for k in ("empty", "too_short", "duplicate", "engine_error", "surplus", "reexecuted")
+        },
+        # engine replicas that started over mid-attempt (node loss, crash): their lost work was redone
+        "engine_restarts": tally.engine_restarts,
         "engine_error_examples": tally.errors,
         "conditions": len(conditions) if conditions else 0,
         "tokens_generated": tally.tokens,

@@ -29,11 +29,18 @@ class Tally:
     first_submit: float = math.inf
     last_done: float = -math.inf
     engine_seconds: float = 0.0  # summed over attempts
+    # Re-executed work: Ray Data reruns the tasks of an engine replica whose node died, and a row can
+    # then arrive twice. Row ids seen this attempt catch the repeat; replicas seen count restarts.
+    row_ids: set[int] = dataclasses.field(default_factory=set)
+    engines: set[str] = dataclasses.field(default_factory=set)
+    engine_restarts: int = 0  # summed over attempts
 
-    def close_window(self) -> None:
+    def close_window(self, replicas: int) -> None:
         if self.last_done > self.first_submit:
             self.engine_seconds += self.last_done - self.first_submit
         self.first_submit, self.last_done = math.inf, -math.inf
+        self.engine_restarts += max(0, len(self.engines) - replicas)
+        self.engines, self.row_ids = set(), set()
 
 
 def check_out_dir(out: Path, run_hash: str) -> dict | None:
@@ -72,6 +79,7 @@ def load_staged(staging: Path) -> tuple[Tally, int]:
         tally.prompts_per_label.update({int(k): v for k, v in meta["prompts_per_label"].items()})
         tally.errors.extend(meta["errors"])
         tally.engine_seconds += meta["engine_seconds"]
+        tally.engine_restarts += meta.get("engine_restarts", 0)
     attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
     return tally, (max(attempts) + 1 if attempts else 0)
 
@@ -83,6 +91,8 @@ def snapshot(tally: Tally) -> Tally:
         dropped=Counter(tally.dropped),
         errors=list(tally.errors),
         prompts_per_label=Counter(tally.prompts_per_label),
+        row_ids=set(),
+        engines=set(),
     )
 
 
@@ -99,6 +109,7 @@ def stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
             "prompts": after.prompts - before.prompts,
             "prompts_per_label": dict(after.prompts_per_label - before.prompts_per_label),
             "engine_seconds": after.engine_seconds - before.engine_seconds,
+            "engine_restarts": after.engine_restarts - before.engine_restarts,
             "errors": after.errors[len(before.errors) :],
         },
     )

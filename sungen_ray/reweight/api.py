@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sungen_ray.data.atomic import ensure_writable_dir
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.outputs import check_out_dir, log_iteration, run_digest
 
@@ -29,6 +30,7 @@ def reweight_pool(
     ``threads_per_worker`` apply to the Ray Train path only.
     """
     out = check_out_dir(Path(out))
+    ensure_writable_dir(out)  # fail now, not after the first outer iteration
     if workers != 1 or use_gpu:  # run_distributed rejects workers < 1 with a clear error
         from sungen_ray.reweight.distributed import run_distributed
 

@@ -55,6 +55,27 @@ def latest_checkpoint(fs: pafs.FileSystem, run_dir: str, workers: int) -> tuple[
     return None
 
 
+def refuse_incomplete_newest(fs: pafs.FileSystem, run_dir: str, workers: int) -> None:
+    """Ray Train resumes from the newest checkpoint it registered; if files of it are gone, every
+    worker would fail loading them and the run would retry to exhaustion. Say so before starting."""
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    except OSError:
+        return
+    dirs = sorted(
+        e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX)
+    )
+    if not dirs:
+        return
+    names = {e.base_name for e in fs.get_file_info(pafs.FileSelector(dirs[-1]))}
+    missing = [f for f in (META, *(shard_file(r) for r in range(workers))) if f not in names]
+    if missing:
+        raise SungenError(
+            f"checkpoint {dirs[-1]}: incomplete, missing {missing}; delete that directory to resume from the "
+            "checkpoint before it"
+        )
+
+
 def read_weights(fs: pafs.FileSystem, path: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(idx, theta) of all shards of a checkpoint, sorted by idx (driver side, after the loop)."""
     idx, theta = [], []

@@ -37,6 +37,7 @@ from sungen_ray.reweight.checkpoints import (
     latest_checkpoint,
     load_torch,
     read_weights,
+    refuse_incomplete_newest,
     shard_file,
     storage_fs,
 )
@@ -60,18 +61,26 @@ def run_distributed(
     num_labels: int | None = None,
     threads_per_worker: int = 1,
     fail_at_iteration: int | None = None,
+    worker_resources: dict[str, float] | None = None,
+    placement_strategy: str = "PACK",
 ) -> dict:
     """Reweight ``data_path`` with ``workers`` Ray Train workers; write ``out_dir``/weights.parquet
     and metrics.json as the single-process CLI does. Returns a summary (run name, iterations, timings).
 
     ``storage_path`` (default ``out_dir/checkpoints``) may be a local/NFS path or an S3/GCS URI that
-    every node can reach. ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
+    every node can reach. ``worker_resources`` (custom Ray resources each worker asks for) and
+    ``placement_strategy`` (Ray Train's PACK or SPREAD) decide which nodes the workers land on.
+    ``fail_at_iteration`` (or env SUNGEN_FAIL_AT_ITER) is for tests only.
     """
     from sungen_ray.reweight.shard import pool_ids_and_labels
 
     cfg.validate()
     if workers < 1:
         raise SungenError(f"workers: must be >= 1, got {workers}")
+    if placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        raise SungenError(
+            f"placement_strategy: must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {placement_strategy!r}"
+        )
     out = check_out_dir(Path(out_dir).resolve())
     data_path = str(Path(data_path).resolve())
     # Validate the pool once here (clear errors before any worker starts), without reading its texts.
@@ -89,6 +98,7 @@ def run_distributed(
     storage = storage_path or str(out / "checkpoints")
     fs, root = storage_fs(storage)
     run_dir = f"{root.rstrip('/')}/{name}"
+    refuse_incomplete_newest(fs, run_dir, workers)
     latest = latest_checkpoint(fs, run_dir, workers)
     if latest is None or not latest[1]["finished"]:
         if fail_at_iteration is None and os.environ.get(FAIL_ENV):
@@ -106,6 +116,8 @@ def run_distributed(
             threads=threads_per_worker,
             fail_at=fail_at_iteration,
             fail_marker=f"{run_dir}/.fault-injected" if fail_at_iteration is not None else None,
+            resources=dict(worker_resources or {}),
+            strategy=placement_strategy,
         )
         summary["fit_seconds"] = time.perf_counter() - clock
         latest = latest_checkpoint(fs, run_dir, workers)
@@ -132,13 +144,30 @@ def _read_summary(out: Path) -> dict:
     return {"iterations_run": m["iterations_run"], "stopped_early": m["stopped_early"]}
 
 
-def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage, name, threads, fail_at, fail_marker):
+def _fit(
+    *,
+    data_path,
+    cfg,
+    workers,
+    num_labels,
+    use_gpu,
+    max_failures,
+    storage,
+    name,
+    threads,
+    fail_at,
+    fail_marker,
+    resources,
+    strategy,
+):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from sungen_ray.parallel.ray_runtime import ensure_ray
 
     ensure_ray(min_cpus=workers * threads + 1)
+    if not use_gpu:  # the shipped GPU clusters autoscale GPU workers from 0: nothing to check against yet
+        _check_fits(workers, {"CPU": threads, **resources})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
@@ -154,7 +183,8 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})},
+            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {}), **resources},
+            placement_strategy=strategy,
         ),
         run_config=RunConfig(
             name=name,
@@ -173,6 +203,19 @@ def _fit(*, data_path, cfg, workers, num_labels, use_gpu, max_failures, storage,
             f"Ray Train run {name} failed after {max_failures} restart(s): {exc}\n"
             f"re-run the same command to resume from the latest checkpoint under {storage}/{name}"
         ) from exc
+
+
+def _check_fits(workers: int, per_worker: dict[str, float]) -> None:
+    """Ray Train waits for resources forever; more workers than the cluster holds must fail now."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in per_worker.items():
+        if workers * amount > total.get(name, 0):
+            raise SungenError(
+                f"workers: {workers} workers need {workers * amount:g} {name} but the Ray cluster has "
+                f"{total.get(name, 0):g}; lower --workers (or add nodes)"
+            )
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
@@ -234,7 +277,11 @@ def _worker_loop(config: dict) -> None:
         maybe_fail(config, it, rank, world)
         finished = bool(state["stopped"] or it >= cfg.outer_iters)
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"idx": shard.idx.cpu(), "state": state_to(state, "cpu")}, Path(d) / shard_file(rank))
+            # node_id: where this rank ran (provenance; a node-loss test kills that node)
+            node = ray.get_runtime_context().get_node_id()
+            torch.save(
+                {"idx": shard.idx.cpu(), "state": state_to(state, "cpu"), "node_id": node}, Path(d) / shard_file(rank)
+            )
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))

@@ -77,8 +77,14 @@ def load_state(out: Path, digest: str) -> tuple[dict | None, list[dict]]:
     path = out / "state.pt"
     if not path.is_file():
         return None, []
-    saved = torch.load(path, weights_only=True)
-    if saved.get("config_hash") != digest:
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError...
+        raise SungenError(
+            f"{path}: unreadable reweighting state (truncated or not written by sungen-ray: {type(exc).__name__}); "
+            "delete it to start the reweighting over"
+        ) from exc
+    if not isinstance(saved, dict) or saved.get("config_hash") != digest:
         return None, []
     partial = out / "metrics.partial.json"
     return saved["state"], (read_json(partial) if partial.is_file() else [])

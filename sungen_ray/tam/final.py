@@ -9,6 +9,7 @@ file from the wrong task must fail loudly, not score 50%.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sungen_ray.data import atomic
 from sungen_ray.data.labelled import LabelledData, read_table
 from sungen_ray.errors import SungenError
+from sungen_ray.tam.bow import BowEncoder
 from sungen_ray.tam.device import resolve_device, validate_device_name
+from sungen_ray.tam.lstm import LstmEncoder
+from sungen_ray.tam.minilm import MiniLMEncoder
 from sungen_ray.tam.registry import TamConfig, build_encoder, build_model
 from sungen_ray.tam.train import predict_logits, train
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.json"  # TAM config, label names, encoder state, meta
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_FILE = "model.pt"  # pickled by old releases; refused, never read
+FORMAT = "sungen-ray-tam"
+FORMAT_VERSION = 1
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
 
 
 @dataclass
@@ -77,40 +88,128 @@ def fit(
 
 
 def save(path: str | Path, trained: TrainedModel, meta: dict | None = None) -> Path:
+    """Write ``model.safetensors`` (tensors only) and ``model.json`` (everything else) into ``path``.
+
+    Nothing is pickled, so loading a model someone else hands you runs none of their code. The JSON
+    is written last: a directory whose JSON is there holds a whole model."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "tam": dataclasses.asdict(trained.tam),
-        "label_names": trained.label_names,
-        "state_dict": {k: v.cpu() for k, v in trained.model.state_dict().items()},  # loadable without a GPU
-        "encoder": trained.encoder,
-        "meta": meta or {},
-    }
-    tmp = path / f".{MODEL_FILE}.tmp"
-    torch.save(payload, tmp)
-    tmp.replace(path / MODEL_FILE)
+    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+    tmp = path / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(path / WEIGHTS_FILE)
+    atomic.write_json(
+        path / MODEL_FILE,
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tam": dataclasses.asdict(trained.tam),
+            "label_names": trained.label_names,
+            "encoder": encoder_state(trained.encoder),
+            "meta": meta or {},
+        },
+    )
     return path / MODEL_FILE
 
 
+def encoder_state(encoder) -> dict:
+    """What rebuilds the encoder exactly: hashing parameters, the LSTM vocabulary, MiniLM's identity."""
+    if isinstance(encoder, BowEncoder):
+        return {"kind": "bow", **encoder.state()}
+    if isinstance(encoder, LstmEncoder):
+        return {"kind": "lstm", **encoder.state()}
+    if isinstance(encoder, MiniLMEncoder):
+        return {"kind": "minilm", "model": MINILM_ID, **encoder.state()}
+    raise SungenError(f"cannot save encoder of type {type(encoder).__name__}")
+
+
+def encoder_from_state(state: dict, file: Path):
+    kind = state.get("kind")
+    try:
+        if kind == "bow":
+            return BowEncoder(buckets=int(state["buckets"]), bigrams=bool(state["bigrams"]))
+        if kind == "lstm":
+            from tokenizers import Tokenizer
+
+            return LstmEncoder(Tokenizer.from_str(json.dumps(state["tokenizer"])), int(state["max_len"]))
+        if kind == "minilm":
+            if state.get("model") != MINILM_ID:
+                raise SungenError(f"{file}: encoder.model {state.get('model')!r} is not {MINILM_ID!r}")
+            return MiniLMEncoder(max_len=int(state["max_len"]))
+    except SungenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - KeyError, TypeError, the tokenizer's own parse errors
+        raise SungenError(f"{file}: field 'encoder' is malformed ({type(exc).__name__}: {exc})") from exc
+    raise SungenError(f"{file}: field 'encoder.kind' must be bow, lstm or minilm, got {kind!r}")
+
+
+def _model_files(path: Path) -> tuple[Path, Path]:
+    """(model.json, model.safetensors) for a model dir or either of its files; old pickles refused."""
+    if path.is_dir():
+        meta = path / MODEL_FILE
+        if not meta.is_file() and (path / LEGACY_FILE).exists():
+            _refuse_legacy(path / LEGACY_FILE)
+    elif path.suffix == ".json":
+        meta = path
+    elif path.suffix == ".safetensors":
+        meta = path.with_name(MODEL_FILE)
+    elif path.is_file():
+        _refuse_legacy(path)
+    else:
+        meta = path
+    if not meta.is_file():
+        raise SungenError(f"no trained model at {path} (expected {meta})")
+    return meta, meta.with_name(WEIGHTS_FILE)
+
+
+def _refuse_legacy(file: Path) -> None:
+    """Old releases pickled the whole model into model.pt; unpickling runs code, so it is never read."""
+    raise SungenError(
+        f"{file}: old-format (pickled) model file; sungen-ray no longer unpickles model files because that can run "
+        f"arbitrary code. re-train or convert it: `sungen-ray train` (or a conversion run in a trusted environment) "
+        f"writes {MODEL_FILE} + {WEIGHTS_FILE}"
+    )
+
+
 def load(path: str | Path) -> TrainedModel:
+    """Read a model written by :func:`save`: JSON and safetensors only, never a pickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     from sungen_ray.config import from_dict
 
-    path = Path(path)
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise SungenError(f"no trained model at {path} (expected {file})")
+    meta_file, weights_file = _model_files(Path(path))
     try:
-        payload = torch.load(file, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise SungenError(f"{file}: not a sungen-ray model file ({type(exc).__name__}: {exc})") from exc
+        payload = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SungenError(f"{meta_file}: not a sungen-ray model file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise SungenError(f"{meta_file}: not a sungen-ray model file (field 'format' is not {FORMAT!r})")
+    if payload.get("version") != FORMAT_VERSION:
+        raise SungenError(
+            f"{meta_file}: model format version {payload.get('version')!r}, this sungen-ray reads "
+            f"{FORMAT_VERSION}; re-train or convert the model"
+        )
+    for key in ("tam", "label_names", "encoder"):
+        if key not in payload:
+            raise SungenError(f"{meta_file}: field {key!r} missing")
     tam = from_dict(TamConfig, payload["tam"], "tam")
-    encoder = payload["encoder"]
-    state = payload["state_dict"]
-    probe = _probe_encoded(encoder)
-    model = build_model(tam, encoder, probe, len(payload["label_names"]))
-    model.load_state_dict(state)
+    encoder = encoder_from_state(payload["encoder"], meta_file)
+    if not weights_file.is_file():
+        raise SungenError(f"{weights_file}: missing (a model is {MODEL_FILE} + {WEIGHTS_FILE})")
+    try:
+        state = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SungenError(f"{weights_file}: unreadable safetensors file ({type(exc).__name__}: {exc})") from exc
+    model = build_model(tam, encoder, _probe_encoded(encoder), len(payload["label_names"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SungenError(f"{weights_file}: weights do not fit the {tam.name} model in {meta_file} ({exc})") from exc
     model.eval()
-    return TrainedModel(model=model, encoder=encoder, tam=tam, label_names=payload["label_names"])
+    return TrainedModel(model=model, encoder=encoder, tam=tam, label_names=list(payload["label_names"]))
 
 
 def _probe_encoded(encoder):
@@ -127,8 +226,17 @@ def read_gold(path: str | Path, label_names: list[str]) -> LabelledData:
         if col not in table.column_names:
             raise SungenError(f"{path}: column {col!r} missing (columns: {table.column_names})")
     raw = table.column("label").to_pylist()
-    if any(v is None for v in raw):
-        raise SungenError(f"{path}: some rows have no label")
+    nulls = [i for i, v in enumerate(raw) if v is None]
+    if nulls:
+        raise SungenError(f"{path}: field 'label' is null in {len(nulls)} row(s), first row {nulls[0]}")
+    for i, text in enumerate(table.column("text").to_pylist()):
+        if text is None or not str(text).strip():
+            raise SungenError(f"{path}: field 'text' is empty in row {i}")
+        if len(str(text)) > MAX_GOLD_TEXT_CHARS:
+            raise SungenError(
+                f"{path}: field 'text' of row {i} has {len(str(text)):,} characters, over the "
+                f"{MAX_GOLD_TEXT_CHARS:,} limit (a whole file pasted into one row?)"
+            )
     if all(isinstance(v, str) for v in raw):
         index = {name.lower(): i for i, name in enumerate(label_names)}
         unknown = sorted({v for v in raw if v.lower() not in index})

@@ -107,6 +107,11 @@ class TaskSpec:
         for i, label in enumerate(self.labels):
             for j, prompt in enumerate(label.prompts):
                 uses = CONDITION_PLACEHOLDER in prompt
+                if not uses and self.condition is not None:
+                    raise SungenError(
+                        f"labels[{i}].prompts[{j}]: lacks the {CONDITION_PLACEHOLDER} placeholder, so the values of "
+                        "the spec's 'condition' stage would never reach the prompt"
+                    )
                 if uses and self.condition is None:
                     raise SungenError(
                         f"labels[{i}].prompts[{j}]: uses {CONDITION_PLACEHOLDER} but the spec has no 'condition' stage"
