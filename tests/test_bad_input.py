@@ -18,9 +18,10 @@ import pytest
 
 from jobs.sungen_pipeline import main as pipeline_main
 from sungen_ray.cli import main as cli_main
-from sungen_ray.config import config_hash, from_dict, to_dict
+from sungen_ray.config import from_dict
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.reweight.outputs import run_digest
 from sungen_ray.tam import final as final_model
 from sungen_ray.tam.registry import TamConfig
 from tests.reweight_data import sentiment_texts
@@ -90,9 +91,7 @@ def checkpoint_missing_shard(ws, d):
 
     cfg = from_dict(ReweightConfig, {**config_dict(), "outer_iters": 2})
     pool = str((ws / "pool").resolve())
-    name = "reweight-" + config_hash(
-        {"config": to_dict(cfg), "data": pool, "n": len(read_labelled(pool)), "workers": 2}
-    )
+    name = "reweight-" + run_digest(cfg, pool, len(read_labelled(pool)), workers=2)
     ckpt = d / "out" / "checkpoints" / name / "iter-000001"
     ckpt.mkdir(parents=True)
     (ckpt / "meta.json").write_text(json.dumps({"iteration": 1, "finished": False, "history": []}))

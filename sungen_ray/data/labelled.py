@@ -67,10 +67,10 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_parquet(file: Path) -> pa.Table:
+def read_parquet(file: Path, columns: list[str] | None = None) -> pa.Table:
     """One Parquet file, with a failure naming that file (a truncated one in a pool dir of many)."""
     try:
-        return pq.read_table(file)
+        return pq.read_table(file, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SungenError(f"{file}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
 
@@ -88,7 +88,7 @@ def read_table(path: str | Path | list) -> pa.Table:
     suffix = path.suffix.lower()
     try:
         if path.is_dir() or suffix == ".parquet":
-            tables = [_read_parquet(p) for p in parquet_files(path)]
+            tables = [read_parquet(p) for p in parquet_files(path)]
             return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
         if suffix in (".jsonl", ".json"):
             return _read_jsonl(path)

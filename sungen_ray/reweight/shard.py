@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_files
+from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_files, read_parquet
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
 from sungen_ray.tam.encoded import concat_encoded
@@ -49,10 +49,10 @@ def pool_ids_and_labels(path, num_labels: int | None = None) -> tuple[np.ndarray
         return data.idx, data.label, num_labels
     try:
         names = pq.read_schema(files[0]).names
-        cols = [c for c in ("idx", "label") if c in names]
-        tables = [pq.read_table(f, columns=cols) for f in files]
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise SungenError(f"{path}: cannot be read as parquet: {exc}") from exc
+        raise SungenError(f"{files[0]}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
+    cols = [c for c in ("idx", "label") if c in names]
+    tables = [read_parquet(f, columns=cols) for f in files]
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     idx, labels = checked_ids_and_labels(table, str(path), num_labels, min_labels=2, columns=names)
     return idx, labels, num_labels or int(labels.max()) + 1
@@ -109,4 +109,4 @@ def _stream_texts(files: list[Path]) -> Iterator[pa.Array]:
                     raise SungenError(f"{f}: {col.null_count} row(s) have a null 'text'")
                 yield col
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise SungenError(f"{f}: cannot be read as parquet: {exc}") from exc
+            raise SungenError(f"{f}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
