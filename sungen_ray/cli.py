@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reweight": ("sungen_ray.reweight.commands", "learn per-sample weights (SunGen bilevel robust reweighting)"),
     "train": ("sungen_ray.train_commands", "train the final task model on a (curated) pool"),
     "evaluate": ("sungen_ray.evaluate_commands", "accuracy and macro-F1 of a trained task model on a gold file"),
+    "predict": ("sungen_ray.predict_commands", "classify new text (--text or a JSONL/CSV/Parquet file) with a model"),
     "run": ("jobs.run_commands", "run the whole pipeline (rounds of generate/reweight/select, train, report)"),
     "submit": ("sungen_ray.submit_commands", "run the pipeline driver as a Ray job on a cluster and follow it"),
 }
