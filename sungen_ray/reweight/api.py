@@ -13,12 +13,14 @@ from sungen_ray.errors import SungenError
 from sungen_ray.reweight.config import ReweightConfig
 
 
-def _log_iteration(metrics: dict) -> None:
-    print(
-        f"[reweight] iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} "
-        f"outer {metrics['outer_loss']:.4f} change {metrics['selection_change']:.4f} "
-        + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items()),
-        flush=True,
+def iteration_line(metrics: dict, max_iters: int) -> str:
+    """One progress line per outer iteration: where it is, whether the selection still moves, how long
+    an iteration takes (the stopping rule ends the run once the change stays small)."""
+    seconds = sum(metrics["seconds"].values())
+    stop = ", stopping: selection stable" if metrics.get("stopped") else ""
+    return (
+        f"[reweight] iteration {metrics['iteration']}/{max_iters}: selection change {metrics['selection_change']:.2%}, "
+        f"{seconds:.2f} s/iter, inner loss {metrics['inner_loss']:.4f}, outer loss {metrics['outer_loss']:.4f}{stop}"
     )
 
 
@@ -77,7 +79,7 @@ def reweight_pool(
     def checkpoint(state, metrics):
         history.append(metrics)
         save_state(out, state, history, digest)
-        _log_iteration(metrics)
+        print(iteration_line(metrics, cfg.outer_iters), flush=True)
 
     state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
     write_outputs(out, shard.idx, state["theta"], history, cfg, digest)

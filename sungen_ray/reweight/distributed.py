@@ -311,8 +311,9 @@ def _worker_loop(config: dict) -> None:
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))
-                secs = " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items())
-                print(f"[reweight] iter {it}: inner {metrics['inner_loss']:.4f} {secs}", flush=True)
+                from sungen_ray.reweight.api import iteration_line
+
+                print(iteration_line(metrics, cfg.outer_iters), flush=True)
             ray.train.report(
                 {"iteration": it},
                 checkpoint=ray.train.Checkpoint.from_directory(d),
