@@ -45,10 +45,10 @@ class FeedbackConfig:
 class GenerationSettings:
     model: str | None = None
     engine: Literal["vllm", "transformers"] = "vllm"
-    replicas: int = 1
+    replicas: int | None = None  # None: one per CPU core (or GPU), memory permitting
     batch_size: int = 64
-    max_attempts: int = 4
-    cpus_per_replica: int = 1
+    max_prompts_per_sample: float = 4.0  # give up (rows staged) after this many prompts per sample
+    cpus_per_replica: int | None = None  # None: 1
     max_num_seqs: int | None = None  # sequences an engine decodes at once; None: 256 on CPU
     stall_timeout_s: float = 1800.0  # fail when no engine output arrives for this long (0: never)
 
@@ -77,6 +77,7 @@ class PipelineConfig:
     gold: str | None = None  # evaluated if the file exists; skipped with a note otherwise
     baselines: list[str] = field(default_factory=lambda: ["zerogen", "confidence_tam", "confidence_plm"])
     seeds: list[int] = field(default_factory=lambda: [0])  # final-training seeds (mean and spread)
+    verbose: bool = False  # Ray Data operator progress and Ray/vLLM INFO logs (off: our progress lines only)
 
     def validate(self) -> None:
         if not self.rounds:

@@ -115,7 +115,7 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
         stall_timeout_s=g.stall_timeout_s,
         seed=cfg.seed * 1000 + r,
         batch_size=g.batch_size,
-        max_attempts=g.max_attempts,
+        max_prompts_per_sample=g.max_prompts_per_sample,
         round=r,
         idx_offset=sum(rc.num_samples for rc in cfg.rounds[:r]),
         examples=feedback_examples(cfg, spec, r),
@@ -128,6 +128,10 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
         "samples_per_s": manifest["samples_per_s"],
         "tokens_per_s": manifest["tokens_per_s"],
         "engine_tokens_per_s": manifest.get("engine_tokens_per_s"),
+        "engine_seconds": manifest.get("engine_seconds"),
+        "engine_starts": manifest.get("engine_starts"),
+        "replicas": manifest.get("replicas"),
+        "cpus_per_replica": manifest.get("cpus_per_replica"),
     }
 
 
@@ -281,11 +285,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     ap.add_argument("--stop-after", help="stop after a stage, e.g. generate-0 or select-1 (for staged runs)")
+    ap.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray Data operator progress and Ray/vLLM INFO logs (config: verbose)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sungen_ray.ray_runtime import set_verbose
+
     try:
         cfg = load_config(args.config, args.set)
+        set_verbose(cfg.verbose or args.verbose)
         run_pipeline(cfg, args.stop_after)
     except SungenError as exc:
         print(f"error: {exc}", file=sys.stderr)
