@@ -43,6 +43,8 @@ def quiet_ray_data() -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in ("ray.data", "ray.llm", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(level)
+    # its one warning is "progress bars disabled. To enable, ...": what we just asked for
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
 def ensure_ray(min_cpus: int = 4) -> None:

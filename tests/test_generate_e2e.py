@@ -91,7 +91,14 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     # the run with an error that says what happened, with the staging dir written, instead of hanging.
     out = tmp_path / "pool"
     cfg = GenerateConfig(
-        task="sst2", num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=5, stall_timeout_s=0.2
+        task="sst2",
+        num_samples=16,
+        out=str(out),
+        engine="transformers",
+        batch_size=16,
+        seed=5,
+        stall_timeout_s=0.2,
+        replicas=1,  # the stalled pipeline's actor lives on beside the resumed one's: keep both small
     )
     with pytest.raises(GenerationStalled, match=r"no engine output for 0.2 s \(stall_timeout_s\)"):
         generate(cfg)
@@ -116,7 +123,13 @@ def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_hi
     spec_path.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "pool"
     cfg = GenerateConfig(
-        task=str(spec_path), num_samples=4, out=str(out), engine="transformers", batch_size=4, max_prompts_per_sample=2
+        task=str(spec_path),
+        num_samples=4,
+        out=str(out),
+        engine="transformers",
+        batch_size=4,
+        max_prompts_per_sample=2,
+        replicas=1,
     )
     with pytest.raises(
         SungenError,
