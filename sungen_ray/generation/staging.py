@@ -1,4 +1,4 @@
-"""Resumable generation: kept rows are staged per attempt under ``OUT/.staging``, so an
+"""Resumable generation: kept rows are staged per pass under ``OUT/.staging``, so an
 interrupted run loads them back instead of regenerating them."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Tally:
     # generation window, start-up excluded: first request into an engine .. last result out
     first_submit: float = math.inf
     last_done: float = -math.inf
-    engine_seconds: float = 0.0  # summed over attempts
+    engine_seconds: float = 0.0  # summed over passes
 
     def close_window(self) -> None:
         if self.last_done > self.first_submit:
