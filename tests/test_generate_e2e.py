@@ -39,8 +39,18 @@ def _check_pool(out, spec, n, engine):
     assert manifest["engine"] == engine and manifest["status"] == "complete"
     assert manifest["prompts_sent"] == manifest["kept"] + sum(manifest["dropped"].values())
     assert manifest["tokens_generated"] > 0 and manifest["tokens_per_s"] > 0 and manifest["samples_per_s"] > 0
+    # one pass over the prompt stream, within its bound, however many samples the model wasted
+    assert manifest["engine_starts"] == 1 and manifest["prompts_sent"] <= manifest["max_prompts"]
+    assert manifest["in_flight_bound"] > 0
     assert read_labelled(out, num_labels=spec.num_labels, min_labels=spec.num_labels).label.size == n
     return manifest, rows
+
+
+def _engine_actors(ray) -> set[str]:
+    """Ids of every vLLM engine-stage actor this Ray session ever created (alive or dead)."""
+    from ray._private.state import actors
+
+    return {a for a, info in actors().items() if "vLLMEngineStageUDF" in info.get("ActorClassName", "")}
 
 
 def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, tmp_path):
@@ -52,7 +62,11 @@ def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, 
     spec_path.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "pool"
     cfg = GenerateConfig(task=str(spec_path), num_samples=24, out=str(out), engine="vllm", batch_size=16)
+    engines_before = _engine_actors(ray_local)
     manifest, rows = _check_pool(out, load_task(str(spec_path)), 24, "vllm") if generate(cfg) else (None, None)
+    # Counted by Ray, not by us: one engine actor per replica was created, i.e. the engine started once
+    # even though a quarter of the prompts failed and some labels needed more prompts than others.
+    assert len(_engine_actors(ray_local) - engines_before) == manifest["replicas"] >= 1
     assert manifest["dropped"]["engine_error"] > 0
     assert manifest["engine_error_examples"], "the error text is kept for the user"
     assert all(r["logprob"] < 0 for r in rows), "vLLM reports the mean token log-prob"
@@ -79,7 +93,14 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     # the run with an error that says what happened, with the staging dir written, instead of hanging.
     out = tmp_path / "pool"
     cfg = GenerateConfig(
-        task="sst2", num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=5, stall_timeout_s=0.2
+        task="sst2",
+        num_samples=16,
+        out=str(out),
+        engine="transformers",
+        batch_size=16,
+        seed=5,
+        stall_timeout_s=0.2,
+        replicas=1,  # the stalled pipeline's actor lives on beside the resumed one's: keep both small
     )
     with pytest.raises(GenerationStalled, match=r"no engine output for 0.2 s \(stall_timeout_s\)"):
         generate(cfg)
@@ -92,25 +113,36 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     assert manifest["attempts"] >= 2, "the stalled attempt counts as used; the resumed run went on"
 
 
-def test_too_few_usable_samples_is_a_clear_error_and_more_attempts_resume(ray_local, default_model, tmp_path):
-    # A spec no text can satisfy: every attempt keeps nothing, so the run must stop with an error that
-    # says how short it is, keep its staged attempts, and accept more attempts as the same run.
+def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_higher_bound_resumes(
+    ray_local, default_model, tmp_path
+):
+    # A spec no text can satisfy: the stream keeps nothing, so the run must stop once it has used its
+    # prompt bound, with an error that says how short it is, keep its staged rows, and accept a higher
+    # bound as the same run.
     spec_dict = json.loads(json.dumps(load_task("sst2"), default=lambda o: o.__dict__))
     spec_dict["decoding"]["min_words"] = 500
     spec_path = tmp_path / "sst2_impossible.yaml"
     spec_path.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "pool"
     cfg = GenerateConfig(
-        task=str(spec_path), num_samples=4, out=str(out), engine="transformers", batch_size=8, max_attempts=1
+        task=str(spec_path),
+        num_samples=4,
+        out=str(out),
+        engine="transformers",
+        batch_size=4,
+        max_prompts_per_sample=2,
+        replicas=1,
     )
-    with pytest.raises(SungenError, match=r"too few usable samples after 1 attempts; still short \{'negative': 2"):
+    with pytest.raises(
+        SungenError,
+        match=r"too few usable samples after 8 prompts \(max_prompts_per_sample 2 x 4 samples\); still short \{'negative': 2",
+    ):
         generate(cfg)
     partial = json.loads((out / ".staging" / "manifest.partial.json").read_text())
-    assert partial["status"] == "incomplete" and partial["dropped"]["too_short"] == partial["prompts_sent"] > 0
+    assert partial["status"] == "incomplete" and partial["dropped"]["too_short"] == partial["prompts_sent"] == 8
 
-    cfg.max_attempts = 2  # how hard to try is not part of the run's identity: it resumes at attempt 2
-    with pytest.raises(SungenError, match="after 2 attempts"):
+    cfg.max_prompts_per_sample = 4  # how hard to try is not part of the run's identity: it resumes
+    with pytest.raises(SungenError, match="after 16 prompts"):
         generate(cfg)
     again = json.loads((out / ".staging" / "manifest.partial.json").read_text())
-    # the top-up asked for at least one engine batch per short label on top of the first attempt's prompts
-    assert again["prompts_sent"] >= partial["prompts_sent"] + 2 * 8
+    assert again["prompts_sent"] == 16 and again["attempts"] == 2

@@ -1,5 +1,7 @@
+import numpy as np
+
 from sungen_ray.generation.postprocess import clean_text, drop_reason
-from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.generation.prompts import PromptStream, label_cycle, label_targets, prompt_rows
 from sungen_ray.tasks.spec import load_task
 
 
@@ -44,3 +46,29 @@ def test_feedback_examples_are_shown_in_the_same_template():
     template = spec.labels[1].prompts[0]
     assert pos["prompt"].endswith(template) and pos["prompt"].count(template) == 3
     assert 'A warm, funny and moving film."\n' in pos["prompt"]
+
+
+def test_label_cycle_spreads_labels_in_proportion_to_what_each_needs():
+    assert label_cycle([250, 250]) == [0, 1]  # reduced by the gcd: a balanced task alternates
+    cycle = label_cycle([100, 300])
+    assert len(cycle) == 4 and cycle.count(1) == 3
+    assert label_cycle([0, 7]) == [1]  # a full label gets no prompts
+    three = label_cycle([2, 1, 1])
+    assert sorted(three) == [0, 0, 1, 2] and three[0] != three[1]
+
+
+def test_prompt_stream_rows_are_deterministic_unique_and_rotate_templates():
+    spec = load_task("imdb")
+    stream = PromptStream(spec, [3, 3], seed=1, start_id=100, conditions=["Heat", "Alien"])
+    batch = stream({"id": np.arange(8)})
+    assert batch["label"].tolist() == [0, 1] * 4
+    assert batch["row_id"].tolist() == list(range(100, 108))
+    assert all(("Heat" in p) or ("Alien" in p) for p in batch["prompt"])
+    # any position computed alone (in another block, another worker) gives the same row
+    again = PromptStream(spec, [3, 3], seed=1, start_id=100, conditions=["Heat", "Alien"])
+    assert again.row(5) == {k: batch[k][5].item() if hasattr(batch[k][5], "item") else batch[k][5] for k in batch}
+    sst2 = load_task("sst2")
+    sst2.labels[1].prompts.append('Another positive template: "')
+    rows = [PromptStream(sst2, [1, 1], seed=0).row(p) for p in range(8)]
+    positives = [r["prompt"] for r in rows if r["label"] == 1]
+    assert positives == [sst2.labels[1].prompts[k % 2] for k in range(4)]

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reweight": ("sungen_ray.cli.reweight", "learn per-sample weights (SunGen bilevel robust reweighting)"),
     "train": ("sungen_ray.cli.train", "train the final task model on a (curated) pool"),
     "evaluate": ("sungen_ray.cli.evaluate", "accuracy and macro-F1 of a trained task model on a gold file"),
+    "predict": ("sungen_ray.cli.predict", "classify new text (--text or a JSONL/CSV/Parquet file) with a model"),
     "run": ("sungen_ray.cli.run", "run the whole pipeline (rounds of generate/reweight/select, train, report)"),
     "submit": ("sungen_ray.cli.submit", "run the pipeline driver as a Ray job on a cluster and follow it"),
 }

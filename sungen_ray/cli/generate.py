@@ -18,7 +18,7 @@ FIELDS = (
     "batch_size",
     "cpus_per_replica",
     "max_num_seqs",
-    "max_attempts",
+    "max_prompts_per_sample",
     "round",
     "idx_offset",
     "use_gpu",
@@ -31,16 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (new or empty, or this run's own to resume)")
     parser.add_argument("--model", default=None, help="local model dir or hub id (default: embedded SmolLM2-135M)")
     parser.add_argument("--engine", choices=ENGINES, default="vllm")
-    parser.add_argument("--replicas", type=int, default=1, help="engine replicas (Ray Data actors)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="engine replicas (default: one per CPU core, or per GPU, memory permitting)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per engine batch")
-    parser.add_argument("--cpus-per-replica", type=int, default=1, help="CPUs each CPU engine replica reserves")
+    parser.add_argument("--cpus-per-replica", type=int, default=None, help="CPUs each CPU engine replica reserves (1)")
     parser.add_argument(
         "--max-num-seqs", type=int, default=None, help="sequences an engine decodes at once (default: 256 on CPU)"
     )
-    parser.add_argument("--max-attempts", type=int, default=4, help="top-up rounds before giving up")
+    parser.add_argument(
+        "--max-prompts-per-sample",
+        type=float,
+        default=4.0,
+        help="give up (rows staged; a rerun with more resumes) after this many prompts per requested sample",
+    )
     parser.add_argument("--round", type=int, default=0, help="round number stored in the pool")
     parser.add_argument("--idx-offset", type=int, default=0, help="first idx of this pool (unique across rounds)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray Data operator progress and Ray/vLLM INFO logs")
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None)
     gpu.add_argument("--no-gpu", dest="use_gpu", action="store_false")
@@ -50,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from sungen_ray.config import from_dict
     from sungen_ray.generation.config import GenerateConfig
     from sungen_ray.generation.pipeline import generate
+    from sungen_ray.parallel.ray_runtime import set_verbose
 
+    set_verbose(args.verbose)
     cfg = from_dict(GenerateConfig, {f: getattr(args, f) for f in FIELDS})
     generate(cfg)
     print(f"pool written to {cfg.out}")

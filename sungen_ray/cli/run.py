@@ -3,7 +3,7 @@ evaluate and report (``sungen_ray.pipeline.driver``).
 
 Every stage writes into its own directory and finishes by atomically writing ``stage.json``
 (a hash of its inputs, its result, its seconds). A re-submitted job skips every stage whose
-``stage.json`` matches and resumes the unfinished one (generation from its staged attempts,
+``stage.json`` matches and resumes the unfinished one (generation from its staged rows,
 reweighting from its last iteration's checkpoint). ``--describe`` prints that plan and exits.
 """
 
@@ -23,13 +23,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the stages with their input hashes and whether each would be skipped; run nothing",
     )
+    ap.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray Data operator progress and Ray/vLLM INFO logs (config: verbose)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sungen_ray.parallel.ray_runtime import set_verbose
     from sungen_ray.pipeline.config import load_config
     from sungen_ray.pipeline.driver import describe, run_pipeline
 
     cfg = load_config(args.config, args.set)
+    set_verbose(cfg.verbose or args.verbose)
     if args.describe:
         describe(cfg, args.stop_after)
         return 0

@@ -24,9 +24,9 @@ EXECUTION_ONLY = (
     "replica_resources",
     "max_num_seqs",
     "stall_timeout_s",
-    "max_attempts",
+    "max_prompts_per_sample",
 )
-# An attempt's prompts (samples x overgeneration / keep rate) must stay below the row-id spacing.
+# A run's prompt ids (samples x max_prompts_per_sample) must stay below the row-id spacing of a pass.
 MAX_NUM_SAMPLES = 10**8
 
 
@@ -36,10 +36,12 @@ class EngineSettings:
 
     model: str | None = None  # local model dir or hub id; None: the embedded SmolLM2-135M
     engine: EngineName = "vllm"
-    replicas: int = 1
+    replicas: int | None = None  # None: what the machine has (see ray_runtime.machine_replicas)
     batch_size: int = 64  # prompts per engine batch
-    max_attempts: int = 4  # top-up rounds before giving up
-    cpus_per_replica: int = 1
+    # The run fails (clearly, with its rows staged) once this many prompts per requested sample were
+    # consumed without filling every label; the prompt stream is this long.
+    max_prompts_per_sample: float = 4.0
+    cpus_per_replica: int | None = None  # None: 1 per CPU replica
     # Custom Ray resources each engine replica asks for (e.g. {"vllm_node": 1}): pins replicas to the
     # nodes that advertise them.
     replica_resources: dict[str, float] | None = None
@@ -52,13 +54,13 @@ class EngineSettings:
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise SungenError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
-        if self.replicas < 1:
-            raise SungenError(f"replicas: must be >= 1, got {self.replicas}")
+        if self.replicas is not None and self.replicas < 1:
+            raise SungenError(f"replicas: must be >= 1 (or unset for the machine's CPUs), got {self.replicas}")
         if self.batch_size < 1:
             raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
         if self.stall_timeout_s < 0:
             raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
-        if self.cpus_per_replica < 1:
+        if self.cpus_per_replica is not None and self.cpus_per_replica < 1:
             raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
         for name, amount in (self.replica_resources or {}).items():
             if name in ("CPU", "GPU") or not amount > 0:
@@ -68,8 +70,8 @@ class EngineSettings:
                 )
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise SungenError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
-        if self.max_attempts < 1:
-            raise SungenError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if not self.max_prompts_per_sample >= 1:
+            raise SungenError(f"max_prompts_per_sample: must be >= 1, got {self.max_prompts_per_sample}")
 
 
 # kw_only: the pool's required fields follow the engine settings' defaulted ones. A subclass, not a
@@ -82,7 +84,6 @@ class GenerateConfig(EngineSettings):
     seed: int = 0
     round: int = 0
     idx_offset: int = 0
-    overgenerate: float = 1.25
     use_gpu: bool | None = None  # None: use GPUs if the Ray cluster has any
     # Input blocks of batch_size * batches_per_block prompts: bigger blocks mean fewer tiny Ray tasks
     # feeding the engine, smaller ones finer-grained streaming and retries.
@@ -104,8 +105,6 @@ class GenerateConfig(EngineSettings):
                 f"num_samples: at most {MAX_NUM_SAMPLES:,} per run, got {self.num_samples:,}; split it into rounds"
             )
         super().validate()
-        if self.overgenerate < 1:
-            raise SungenError(f"overgenerate: must be >= 1, got {self.overgenerate}")
         if self.idx_offset < 0:
             raise SungenError(f"idx_offset: must be >= 0, got {self.idx_offset}")
 

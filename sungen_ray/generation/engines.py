@@ -20,6 +20,7 @@ import numpy as np
 
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import ENGINES
+from sungen_ray.parallel.ray_runtime import engine_log_env, is_verbose
 from sungen_ray.tasks.spec import Decoding
 
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
@@ -44,6 +45,23 @@ class EngineOptions:
     # throughput). On GPU, None keeps vLLM's own default.
     max_num_seqs: int | None = None
     resources: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources per replica
+
+
+def engine_batch(opts: EngineOptions) -> int:
+    """Sequences one replica decodes at once (vLLM's GPU default is 256 as well)."""
+    return opts.max_num_seqs or 256
+
+
+def concurrent_batches(opts: EngineOptions) -> int:
+    """Ray Data batches one vLLM replica works on at once: enough to fill one engine batch, no more,
+    so what is in flight when the driver stops the stream is one engine batch per replica."""
+    return max(1, math.ceil(engine_batch(opts) / opts.batch_size))
+
+
+def in_flight_rows(engine: str, opts: EngineOptions) -> int:
+    """The most prompts all replicas can hold at once (lost, uncounted, when the stream stops)."""
+    per_replica = opts.batch_size * concurrent_batches(opts) if engine == "vllm" else opts.batch_size
+    return opts.replicas * per_replica
 
 
 def scheduler_kwargs(opts: EngineOptions) -> dict[str, int]:
@@ -103,6 +121,7 @@ def vllm_stage(ds, opts: EngineOptions):
         "max_model_len": opts.max_model_len,
         "enable_prefix_caching": True,  # every prompt of a label shares its prefix
         "seed": opts.seed,
+        "use_tqdm_on_load": is_verbose(),  # a progress bar per replica in the driver's terminal
         **scheduler_kwargs(opts),
     }
     if not opts.use_gpu:
@@ -112,6 +131,7 @@ def vllm_stage(ds, opts: EngineOptions):
         engine_kwargs=engine_kwargs,
         concurrency=(opts.replicas, opts.replicas),
         batch_size=opts.batch_size,
+        max_concurrent_batches=concurrent_batches(opts),
         placement_group_config=(
             ({"bundles": [{"GPU": 1, **opts.resources}]} if opts.resources else None)
             if opts.use_gpu
@@ -127,6 +147,7 @@ def vllm_stage(ds, opts: EngineOptions):
                 # the engine's math threads = the CPUs this replica reserved
                 "OMP_NUM_THREADS": str(opts.cpus_per_replica),
                 "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+                **engine_log_env(),
             }
         },
     )

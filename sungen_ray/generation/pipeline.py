@@ -1,13 +1,16 @@
 """``generate``: a balanced synthetic pool of N labelled texts, streamed through an engine by Ray Data.
 
-The pipeline is prompt rows -> engine stage (vLLM replicas or transformers actors) -> per-row
-postprocess, and the driver consumes the stream: it dedupes, counts drop reasons, and stops as
-soon as every label has its share. If the model wastes more samples than expected, it tops up
-with new prompts for the labels that are short, a bounded number of times.
+The pipeline is a lazy prompt stream -> engine stage (vLLM replicas or transformers actors) ->
+per-row postprocess, and the driver consumes the stream: it dedupes, counts drop reasons, and stops
+as soon as every label has its share. The stream is an oversized range of prompt positions, so one
+pipeline (one engine start-up) serves the whole run however many samples the model wastes; it is
+bounded by ``max_prompts_per_sample``, after which the run fails with a clear error. What the
+engines still hold when the stream stops is bounded by their in-flight limit (one engine batch per
+replica) and reported in the manifest.
 
-Kept rows are staged per attempt under ``OUT/.staging`` (``staging.py``) so an interrupted run
-resumes instead of regenerating; the final Parquet (``pool_writer.py``) and ``manifest.json``
-appear atomically at the end.
+Kept rows are staged under ``OUT/.staging`` (``staging.py``) so an interrupted run resumes instead
+of regenerating (a resumed run starts a new pass with fresh sampling seeds); the final Parquet
+(``pool_writer.py``) and ``manifest.json`` appear atomically at the end.
 """
 
 from __future__ import annotations
@@ -27,17 +30,18 @@ from sungen_ray.config import config_hash
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import GenerateConfig
-from sungen_ray.generation.engines import EngineOptions, engine_stage
+from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, engine_stage, in_flight_rows
 from sungen_ray.generation.pool_writer import pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
-from sungen_ray.generation.prompts import label_targets, prompt_rows
+from sungen_ray.generation.prompts import PromptStream, label_targets
 from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk
 from sungen_ray.generation.watchdog import watch_for_stall
+from sungen_ray.parallel.progress import EVERY_S, Progress
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
-PROGRESS_EVERY_S = 10.0
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
-ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of attempt a start at a * spacing
+STARTUP_NOTE_EVERY_S = 20.0  # "engines starting" lines while no output has come back yet
+ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of pass a start at a * spacing
 
 
 def _row_error(batch: dict, i: int) -> str:
@@ -56,15 +60,42 @@ def consume(
     seen: set[str],
     label: str,
     on_flush: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Pull engine output, keep usable unique rows until every label is full.
-    ``on_flush`` is called every FLUSH_EVERY_S so kept rows reach disk while a long attempt runs."""
+
+    ``None`` items in ``stream`` are heartbeats (see ``watch_for_stall``): they only let progress
+    print while engines start. ``on_flush`` is called every FLUSH_EVERY_S so kept rows reach disk
+    while a long pass runs."""
     stop = spec.decoding.stop
     last_flush = time.perf_counter()
     per_label = Counter(r["label"] for r in tally.kept)
-    start = last = time.perf_counter()
-    tokens0 = tally.tokens
+    start = time.perf_counter()
+    first_output: float | None = None
+    tokens0, prompts0 = tally.tokens, tally.prompts
+    total = sum(targets)
+    progress = progress or Progress(f"generate {label}", total, start=len(tally.kept))
+
+    def report(force: bool = False) -> None:
+        now = time.perf_counter()
+        if first_output is None:
+            if force or now - progress.last_print >= STARTUP_NOTE_EVERY_S:
+                progress.last_print = now
+                progress.note(f"engines starting, no output yet ({now - start:.0f} s)")
+            return
+        span = max(now - first_output, 1e-9)
+        shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
+        rows_s = (tally.prompts - prompts0) / span
+        tok_s = (tally.tokens - tokens0) / span
+        progress.update(len(tally.kept), f"{shares} | {rows_s:.1f} rows/s, {tok_s:.0f} tok/s", force=force)
+
     for batch in stream:
+        if batch is None:
+            report()
+            continue
+        if first_output is None:
+            first_output = time.perf_counter()
+            progress.note(f"first output after {first_output - start:.0f} s (engine start-up)")
         for i in range(len(batch["row_id"])):
             row_id = int(batch["row_id"][i])
             if row_id in tally.row_ids:  # a re-executed task's repeat; the first copy was counted
@@ -107,27 +138,39 @@ def consume(
                     "logprob": lp,
                 }
             )
+        done = all(per_label[k] >= t for k, t in enumerate(targets))
+        report(force=done)
         now = time.perf_counter()
-        if now - last >= PROGRESS_EVERY_S:
-            last = now
-            rate = (tally.tokens - tokens0) / max(now - start, 1e-9)
-            shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
-            print(f"[generate] {label}: kept {shares}; {tally.prompts} prompts, {rate:.1f} tok/s", flush=True)
         if on_flush is not None and now - last_flush >= FLUSH_EVERY_S:
             last_flush = now
             on_flush()
-        if all(per_label[k] >= t for k, t in enumerate(targets)):
+        if done:
             return
 
 
-def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict]):
+def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict], heartbeat_s: float | None = None):
+    """A fixed list of prompt rows through the engine stage (the condition stage, benchmarks)."""
     import ray
 
     blocks = max(1, math.ceil(len(rows) / (cfg.batch_size * cfg.batches_per_block)))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    return stream_engine(cfg, opts, ray.data.from_items(rows, override_num_blocks=blocks), heartbeat_s)
+
+
+def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
+    """``limit`` prompt rows, made lazily by a light map stage over a range of positions: the
+    engines pull only what they can take, and the driver stops the stream when every label is full."""
+    import ray
+
+    # One engine batch per block: every replica gets work from the start, and results come back
+    # (and the driver can stop) one engine batch at a time instead of one large block at a time.
+    ds = ray.data.range(limit, override_num_blocks=max(1, math.ceil(limit / cfg.batch_size)))
+    return ds.map_batches(prompts, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS)
+
+
+def stream_engine(cfg: GenerateConfig, opts: EngineOptions, ds, heartbeat_s: float | None = None):
     ds = engine_stage(cfg.engine, ds, opts)
     return watch_for_stall(
-        ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), cfg.stall_timeout_s
+        ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), cfg.stall_timeout_s, heartbeat_s
     )
 
 
@@ -161,7 +204,7 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
 
 def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
     """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
-    from sungen_ray.parallel.ray_runtime import cluster_has_gpus, ensure_ray
+    from sungen_ray.parallel.ray_runtime import cluster_has_gpus, cluster_replicas, ensure_ray, machine_replicas
     from sungen_ray.plm.prepare import resolve_model
 
     cfg.validate()
@@ -180,50 +223,57 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
     except OSError as exc:  # read-only mount, no permission, missing parent on a read-only fs
         raise SungenError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 
-    ensure_ray(min_cpus=cfg.replicas * cfg.cpus_per_replica + 2)
+    cpus = cfg.cpus_per_replica or 1
+    replicas = cfg.replicas or machine_replicas(cpus)
+    ensure_ray(min_cpus=replicas * cpus + 2)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
+    if cfg.replicas is None:
+        replicas = cluster_replicas(cpus, use_gpu, replicas)
     opts = EngineOptions(
         model=model,
         decoding=spec.decoding,
-        replicas=cfg.replicas,
+        replicas=replicas,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         use_gpu=use_gpu,
-        cpus_per_replica=cfg.cpus_per_replica,
+        cpus_per_replica=cpus,
         max_num_seqs=cfg.max_num_seqs,
         resources=dict(cfg.replica_resources or {}),
     )
     t0 = time.perf_counter()
+    engine_starts = 0
+    if spec.condition is not None and not (staging / "conditions.json").is_file():
+        engine_starts += 1
+    t_cond = time.perf_counter()
     conditions = _conditions(cfg, spec, opts, staging)
+    condition_seconds = time.perf_counter() - t_cond
     targets = label_targets(cfg.num_samples, spec.num_labels)
     tally, attempt = load_staged(staging)
     if attempt:
-        print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier attempt(s)", flush=True)
+        print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier pass(es)", flush=True)
     seen = set(existing_texts or ()) | {r["text"] for r in tally.kept}
-    while attempt < cfg.max_attempts:
-        have = Counter(r["label"] for r in tally.kept)
-        short = [max(0, t - have[k]) for k, t in enumerate(targets)]
-        if not any(short):
-            break
-        # Ask for enough prompts to cover each label's shortfall at the keep rate it has shown so far;
-        # a top-up asks for at least one engine batch, since a smaller one costs the same engine time
-        # and small top-ups fall short by chance (README, Generation throughput).
-        counts = []
-        for k, s in enumerate(short):
-            sent = tally.prompts_per_label[k]
-            keep_rate = have[k] / sent if sent else 1.0
-            n = math.ceil(s * cfg.overgenerate / max(keep_rate, 0.1)) if s else 0
-            counts.append(max(n, cfg.batch_size) if s and sent else n)
-        rows = prompt_rows(
+    max_prompts = math.ceil(cfg.num_samples * cfg.max_prompts_per_sample)
+    have = Counter(r["label"] for r in tally.kept)
+    short = [max(0, t - have[k]) for k, t in enumerate(targets)]
+    budget = max_prompts - tally.prompts
+    if any(short) and budget > 0:
+        # One pass: one pipeline, one engine start-up. Labels are mixed in proportion to what each
+        # still needs, so a resumed run does not over-produce the label that was ahead.
+        prompts = PromptStream(
             spec,
-            counts,
+            short,
             seed=cfg.seed + attempt,
-            start_id=attempt * ATTEMPT_ROW_SPACING,  # fresh seeds for every attempt, also after a resume
+            start_id=attempt * ATTEMPT_ROW_SPACING,  # fresh seeds for every pass, also after a resume
             conditions=conditions,
             examples=cfg.examples,
             examples_per_prompt=cfg.examples_per_prompt,
         )
-        print(f"[generate] attempt {attempt + 1}/{cfg.max_attempts}: {sum(counts)} prompts for {sum(short)} samples")
+        progress = Progress(f"generate r{cfg.round}", cfg.num_samples, start=len(tally.kept))
+        where = "GPU" if use_gpu else f"{cpus} CPU"
+        progress.note(
+            f"{sum(short)} samples to go; streaming up to {budget} prompts through {replicas} {cfg.engine} "
+            f"replica(s) x {where}"
+        )
         chunk = {"n": 0, "before": snapshot(tally)}
 
         def flush(attempt=attempt, chunk=chunk):
@@ -231,10 +281,13 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             chunk["n"] += 1
             chunk["before"] = snapshot(tally)
 
+        engine_starts += 1
+        stream = stream_engine(cfg, opts, prompt_dataset(cfg, prompts, budget), heartbeat_s=EVERY_S)
         try:
-            consume(run_engine(cfg, opts, rows), spec, targets, tally, seen, f"attempt {attempt + 1}", on_flush=flush)
+            consume(stream, spec, targets, tally, seen, f"r{cfg.round}", on_flush=flush, progress=progress)
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
-            tally.close_window(cfg.replicas)
+            progress.close()
+            tally.close_window(opts.replicas)
             flush()
         attempt += 1
     seconds = time.perf_counter() - t0
@@ -245,7 +298,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "task": spec.name,
         "model": model,
         "engine": cfg.engine,
-        "replicas": cfg.replicas,
+        "replicas": replicas,
+        "cpus_per_replica": None if use_gpu else cpus,
         "seed": cfg.seed,
         "round": cfg.round,
         "config_hash": run_hash,
@@ -255,12 +309,18 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "kept": len(tally.kept),
         "kept_per_label": {spec.labels[k].name: have[k] for k in range(spec.num_labels)},
         "prompts_sent": tally.prompts,
-        "attempts": attempt,
+        "max_prompts": max_prompts,
+        "attempts": attempt,  # passes over the prompt stream, an interrupted and resumed run included
+        "engine_starts": engine_starts,  # pipelines this call started (condition stage included)
+        "condition_seconds": round(condition_seconds, 2),
+        # Rows the engines may still have held when the stream stopped: discarded, never counted.
+        # dropped.surplus counts the rows that came back after their label was full.
+        "in_flight_bound": in_flight_rows(cfg.engine, opts),
         "dropped": {
             k: tally.dropped.get(k, 0)
             for k in ("empty", "too_short", "duplicate", "engine_error", "surplus", "reexecuted")
         },
-        # engine replicas that started over mid-attempt (node loss, crash): their lost work was redone
+        # engine replicas that started over mid-pass (node loss, crash): their lost work was redone
         "engine_restarts": tally.engine_restarts,
         "engine_error_examples": tally.errors,
         "conditions": len(conditions) if conditions else 0,
@@ -278,9 +338,10 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         manifest["status"] = "incomplete"
         atomic.write_json(staging / "manifest.partial.json", manifest)
         raise SungenError(
-            f"the model produced too few usable samples after {attempt} attempts; still short {short} "
-            f"(dropped: {manifest['dropped']}). Staged rows are kept in {staging}; raise max_attempts, "
-            "lower the spec's min_words, or use a stronger --model"
+            f"the model produced too few usable samples after {tally.prompts} prompts "
+            f"(max_prompts_per_sample {cfg.max_prompts_per_sample:g} x {cfg.num_samples} samples); still short "
+            f"{short} (dropped: {manifest['dropped']}). Staged rows are kept in {staging}; raise "
+            "max_prompts_per_sample (the run resumes), lower the spec's min_words, or use a stronger --model"
         )
 
     table = pool_table(tally.kept, spec, cfg, model)
@@ -297,8 +358,10 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         atomic.write_json(out / "conditions.json", conditions)
     shutil.rmtree(staging, ignore_errors=True)
     print(
-        f"[generate] kept {manifest['kept']} samples {manifest['kept_per_label']} from {tally.prompts} prompts "
-        f"in {seconds:.1f} s ({manifest['samples_per_s']} samples/s, {manifest['tokens_per_s']} tok/s) -> {out}",
+        f"[generate r{cfg.round}] kept {manifest['kept']} samples {manifest['kept_per_label']} from {tally.prompts} "
+        f"prompts in {seconds:.1f} s ({manifest['engine_tokens_per_s']} engine tok/s, "
+        f"{manifest['dropped']['too_short']} too short, {manifest['dropped']['surplus']} surplus, "
+        f"{engine_starts} engine start(s)) -> {out}",
         flush=True,
     )
     return manifest

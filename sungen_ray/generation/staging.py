@@ -1,4 +1,4 @@
-"""Resumable generation: kept rows are staged per attempt under ``OUT/.staging``, so an
+"""Resumable generation: kept rows are staged per pass under ``OUT/.staging``, so an
 interrupted run loads them back instead of regenerating them."""
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ class Tally:
     # generation window, start-up excluded: first request into an engine .. last result out
     first_submit: float = math.inf
     last_done: float = -math.inf
-    engine_seconds: float = 0.0  # summed over attempts
+    engine_seconds: float = 0.0  # summed over passes
     # Re-executed work: Ray Data reruns the tasks of an engine replica whose node died, and a row can
-    # then arrive twice. Row ids seen this attempt catch the repeat; replicas seen count restarts.
+    # then arrive twice. Row ids seen this pass catch the repeat; replicas seen count restarts.
     row_ids: set[int] = dataclasses.field(default_factory=set)
     engines: set[str] = dataclasses.field(default_factory=set)
-    engine_restarts: int = 0  # summed over attempts
+    engine_restarts: int = 0  # summed over passes
 
     def close_window(self, replicas: int) -> None:
         if self.last_done > self.first_submit:

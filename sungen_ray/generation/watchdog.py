@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 from sungen_ray.errors import SungenError
@@ -13,15 +15,15 @@ class GenerationStalled(SungenError):
     pass
 
 
-def watch_for_stall(batches: Iterator, timeout_s: float) -> Iterator:
+def watch_for_stall(batches: Iterator, timeout_s: float, heartbeat_s: float | None = None) -> Iterator:
     """Yield ``batches`` (pulled by a helper thread) and raise if none arrives for ``timeout_s``.
 
     The Ray Data iterator blocks without a deadline, so it is drained by a thread and the caller
-    waits on a queue with one. On a stall the engine actors are left to the Ray session (the CLI and
-    the driver exit on the error; a long-lived process should call ``ray.shutdown()``)."""
-    if timeout_s <= 0:
-        yield from batches
-        return
+    waits on a queue with one. With ``heartbeat_s`` it also yields ``None`` whenever that long passes
+    without a batch, so the caller can show progress during engine start-up. Leaving the loop early
+    closes the Ray Data iterator, which shuts its pipeline (and the engine actors) down. On a stall
+    the engine actors are left to the Ray session (the CLI and the driver exit on the error; a
+    long-lived process should call ``ray.shutdown()``)."""
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -42,13 +44,22 @@ def watch_for_stall(batches: Iterator, timeout_s: float) -> Iterator:
             put(("done", None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             put(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # ends the Ray Data execution now instead of whenever it is garbage-collected
 
     threading.Thread(target=pump, name="sungen-generate-stream", daemon=True).start()
+    wait = min(x for x in (timeout_s or math.inf, heartbeat_s or math.inf))
+    last_output = time.perf_counter()
     try:
         while True:
             try:
-                kind, item = q.get(timeout=timeout_s)
+                kind, item = q.get(timeout=None if math.isinf(wait) else wait)
             except queue.Empty:
+                if not timeout_s or time.perf_counter() - last_output < timeout_s:
+                    yield None  # heartbeat
+                    continue
                 raise GenerationStalled(
                     f"generation stalled: no engine output for {timeout_s:g} s (stall_timeout_s). An engine that "
                     "fails on every request is restarted and retried by ray.data.llm without end; its error is in "
@@ -59,6 +70,7 @@ def watch_for_stall(batches: Iterator, timeout_s: float) -> Iterator:
                 return
             if kind == "error":
                 raise item
+            last_output = time.perf_counter()
             yield item
     finally:
         stop.set()

@@ -1,8 +1,13 @@
-"""Connecting to Ray the same way locally and under ``ray job submit``.
+"""Connecting to Ray the same way locally and under ``ray job submit``, and how loud it is.
 
 Under a job (``RAY_ADDRESS`` set) or on a cluster node we join the existing cluster. Locally we
 start a private one, with at least ``min_cpus`` logical CPUs: engine replicas each hold a CPU for
 their lifetime, and the light Ray Data stages around them must still be schedulable.
+
+By default Ray Data's per-operator progress and the INFO logs of Ray and vLLM are off, so the
+terminal shows our own progress lines; warnings and errors still come through. ``--verbose`` (or
+``verbose: true`` in a driver config) brings everything back. The switch is an environment
+variable so Ray workers started later (engine actors) inherit it.
 """
 
 from __future__ import annotations
@@ -10,26 +15,92 @@ from __future__ import annotations
 import logging
 import os
 
+VERBOSE_ENV = "SUNGEN_RAY_VERBOSE"
+
+
+def set_verbose(verbose: bool) -> None:
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+
+
+def is_verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def engine_log_env() -> dict[str, str]:
+    """Environment for engine actors: vLLM logs INFO per request batch and per engine start."""
+    return {"VLLM_LOGGING_LEVEL": "INFO" if is_verbose() else "WARNING"}
+
+
+def quiet_ray_data() -> None:
+    """In this (driver) process: Ray Data progress bars and operator-status logs follow the switch."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    verbose = is_verbose()
+    ctx.enable_progress_bars = verbose
+    ctx.enable_operator_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("ray.data", "ray.llm", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(level)
+    # its one warning is "progress bars disabled. To enable, ...": what we just asked for
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.WARNING if verbose else logging.ERROR)
+
 
 def ensure_ray(min_cpus: int = 4) -> None:
     import ray
 
     if ray.is_initialized():
+        quiet_ray_data()
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    level = "INFO" if is_verbose() else "WARNING"
+    # Workers (engine actors, Ray Data tasks) log at this level too; vLLM's own logger needs its env.
+    logging_config = ray.LoggingConfig(log_level=level)
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, min_cpus),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
+        ray.init(address=address, logging_level=level, logging_config=logging_config)
+    else:
+        ray.init(
+            address="local",  # a private cluster even when another one runs on this machine
+            num_cpus=max(os.cpu_count() or 1, min_cpus),
+            include_dashboard=False,
+            logging_level=level,
+            logging_config=logging_config,
+            log_to_driver=True,
+        )
+    quiet_ray_data()
 
 
 def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+# Memory one CPU engine replica may take (SmolLM2-135M fp32 weights, 2 GiB KV cache, the process).
+GIB_PER_CPU_REPLICA = 4.0
+
+
+def machine_replicas(cpus_per_replica: int) -> int:
+    """CPU engine replicas this machine can run: one per ``cpus_per_replica`` cores, as many as its
+    memory holds. On the 2-core machine two 1-CPU replicas beat one 2-CPU replica (README)."""
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gib = GIB_PER_CPU_REPLICA
+    return max(1, min(cores // cpus_per_replica, int(mem_gib // GIB_PER_CPU_REPLICA)))
+
+
+def cluster_replicas(cpus_per_replica: int, use_gpu: bool, local_guess: int) -> int:
+    """Replicas when the user set none: one per GPU on a GPU cluster; on a cluster we joined, its CPUs
+    (less one for the light stages around the engines); on our private local cluster, ``local_guess``."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if use_gpu:
+        return max(1, int(resources.get("GPU", 1)))
+    if os.environ.get("RAY_ADDRESS"):
+        return max(1, (int(resources.get("CPU", 1)) - 1) // cpus_per_replica)
+    return local_guess

@@ -56,6 +56,7 @@ class PipelineConfig:
     gold: str | None = None  # evaluated if the file exists; skipped with a note otherwise
     baselines: list[str] = field(default_factory=lambda: ["zerogen", "confidence_tam", "confidence_plm"])
     seeds: list[int] = field(default_factory=lambda: [0])  # final-training seeds (mean and spread)
+    verbose: bool = False  # Ray Data operator progress and Ray/vLLM INFO logs (off: our progress lines only)
 
     def validate(self) -> None:
         if not self.rounds:

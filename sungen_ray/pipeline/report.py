@@ -16,46 +16,104 @@ from sungen_ray.pipeline.stages import read_stage
 EXAMPLES = 5
 
 
-def _weight_plot(rounds: list[dict], label_names: list[str], path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rounds), figsize=(4.5 * len(rounds), 3.2), squeeze=False)
-    for ax, rnd in zip(axes[0], rounds):
-        edges = np.linspace(0, 1, 11)
-        for h in rnd["weight_hist"]:
-            ax.step(edges[:-1], h["hist"], where="post", label=label_names[h["label"]])
-        ax.set_title(f"round {rnd['round']}: weights by label")
-        ax.set_xlabel("weight")
-        ax.set_ylabel("samples")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return plt
 
 
-def _accuracy_plot(summary: dict, path: Path) -> None:
-    import matplotlib
+def weight_figure(rounds: list[dict], label_names: list[str]):
+    """One panel per (round, label): a bar histogram of the learned weights, the selection threshold
+    as a dashed line and the share kept written beside it. ``rounds[i]`` holds ``round``, and
+    ``weight``, ``label``, ``keep`` arrays of that round's selection."""
+    plt = _pyplot()
+    n_rows, n_cols = len(rounds), len(label_names)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 2.8 * n_rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, rnd in zip(axes, rounds):
+        weight, label, keep = (np.asarray(rnd[k]) for k in ("weight", "label", "keep"))
+        lo, hi = (float(weight.min()), float(weight.max())) if len(weight) else (0.0, 1.0)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.01, hi + 0.01
+        edges = np.linspace(lo, hi, 31)  # the round's own range: weights often sit in a narrow band
+        for k, (ax, name) in enumerate(zip(row, label_names)):
+            w, kept = weight[label == k], keep[label == k]
+            ax.hist(w[~kept], bins=edges, color="lightgray", edgecolor="gray", linewidth=0.4, label="dropped")
+            ax.hist(w[kept], bins=edges, color=colours[k % len(colours)], alpha=0.85, label="kept")
+            share = kept.mean() if len(kept) else 0.0
+            ax.text(
+                0.02,
+                0.95,
+                f"kept {share:.0%} ({int(kept.sum())}/{len(kept)})",
+                transform=ax.transAxes,
+                va="top",
+                ha="left",
+                fontsize=9,
+                fontweight="bold",
+            )
+            if kept.any() and (~kept).any():
+                threshold = float(w[kept].min())
+                ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label="selection threshold")
+                ax.text(0.02, 0.82, f"threshold {threshold:.3f}", transform=ax.transAxes, va="top", fontsize=8)
+            ax.set_title(f"round {rnd['round']}, {name}", fontsize=10)
+            ax.set_xlabel("learned weight")
+            ax.set_ylabel("samples")
+            ax.margins(y=0.25)  # headroom for the text above the tallest bar
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.8 * n_rows)))
+    return fig
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    names = [k for k, v in summary.items() if v.get("accuracy_mean") is not None]
+def accuracy_figure(variants: dict[str, list[dict]]):
+    """Gold accuracy per variant: the mean as a bar, every seed as a dot, the spread (std) as an
+    error bar, and the train size under each bar. ``variants[name]`` lists per-seed results."""
+    plt = _pyplot()
+    names = [k for k, runs in variants.items() if any("accuracy" in r for r in runs)]
     if not names:
-        return
-    means = [summary[k]["accuracy_mean"] for k in names]
-    stds = [summary[k]["accuracy_std"] or 0 for k in names]
-    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.2))
-    ax.bar(names, means, yerr=stds, color=["tab:green" if n == "sungen" else "tab:gray" for n in names])
-    lo = max(0.0, min(means) - 0.1)
-    ax.set_ylim(lo, min(1.0, max(means) + 0.05))
+        return None
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.4, 3.6))
+    everything = []
+    for i, name in enumerate(names):
+        accs = np.array([r["accuracy"] for r in variants[name] if "accuracy" in r])
+        everything.extend(accs)
+        colour = "tab:green" if name == "sungen" else "tab:blue"
+        # a marker, not a bar: the axis is zoomed to the accuracies, and a bar's length would mislead
+        ax.errorbar(
+            i,
+            accs.mean(),
+            yerr=accs.std(),
+            fmt="D",
+            markersize=8,
+            capsize=8,
+            color=colour,
+            label="mean ± std over seeds" if i == 0 else None,
+        )
+        jitter = np.linspace(-0.15, 0.15, len(accs)) if len(accs) > 1 else np.zeros(1)
+        ax.scatter(i + 0.25 + jitter * 0.5, accs, color="black", s=12, zorder=3, label="one seed" if i == 0 else None)
+        ax.text(i - 0.12, accs.mean(), f"{accs.mean():.3f}", ha="right", va="center", fontsize=8)
+    sizes = [f"{name}\nn={variants[name][0].get('train_size', '?')}" for name in names]
+    ax.set_xticks(range(len(names)), sizes, fontsize=8)
+    lo, hi = min(everything), max(everything)
+    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, hi + 0.03))
+    seeds = max(len(variants[n]) for n in names)
     ax.set_ylabel("gold accuracy")
-    ax.set_title("SunGen vs baselines")
+    ax.set_xlim(-0.7, len(names) - 0.3)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"SunGen vs baselines on gold ({seeds} seeds each)", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    if fig is None:
+        return
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
@@ -98,10 +156,18 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
         "examples": examples,
         "total_seconds": round(total_seconds, 1),
     }
+    manifest = layout.pool(0) / "manifest.json"
+    report["model"] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
+    report["summary"] = summary_lines(report, spec)
     layout.plots.mkdir(exist_ok=True)
-    _weight_plot(rounds, spec.label_names, layout.plots / "weights_by_label.png")
-    if final:
-        _accuracy_plot(final["result"]["summary"], layout.plots / "accuracy.png")
+    selections = []
+    for r in range(len(cfg.rounds)):
+        sel_table = read_table(layout.selected(r))
+        selections.append({"round": r, **{k: sel_table.column(k).to_numpy() for k in ("weight", "label", "keep")}})
+    _save(weight_figure(selections, spec.label_names), layout.plots / "weights_by_label.png")
+    per_seed = layout.final / "final.json"
+    if final and per_seed.is_file():
+        _save(accuracy_figure(json.loads(per_seed.read_text())["variants"]), layout.plots / "accuracy.png")
     atomic.write_json(layout.report_json, report)
     tmp = layout.out / ".report.md.tmp"
     tmp.write_text(_markdown(report, spec))
@@ -109,8 +175,47 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
     return report
 
 
+def summary_lines(rep: dict, spec) -> list[str]:
+    """Three lines: what was generated, what was kept, and how much cleaning helped against the
+    best baseline (or why that was not measured)."""
+    gens = [r["generate"] or {} for r in rep["rounds"]]
+    kept = sum(g.get("kept") or 0 for g in gens)
+    prompts = sum(g.get("prompts_sent") or 0 for g in gens)
+    too_short = sum((g.get("dropped") or {}).get("too_short", 0) for g in gens)
+    dupes = sum((g.get("dropped") or {}).get("duplicate", 0) for g in gens)
+    gen_s = sum(r["seconds"]["generate"] or 0 for r in rep["rounds"])
+    model = Path(rep.get("model") or "?").name
+    lines = [
+        f"**Generated** {kept} {spec.name} samples with {model} in {len(gens)} round(s) "
+        f"({prompts} prompts; {too_short} too short, {dupes} duplicates dropped; {gen_s:.0f} s)."
+    ]
+    sel = rep["rounds"][-1]["select"] or {}
+    if sel:
+        shares = ", ".join(f"{k} {v['share']:.2f}" for k, v in (sel.get("label_shares") or {}).items())
+        lines.append(
+            f"**Kept** {sel['kept']} of {sel['pool']} ({sel['kept_fraction']:.0%}) by learned weight; "
+            f"label shares {shares}."
+        )
+    final = rep.get("final") or {}
+    summary = final.get("summary") or {}
+    sungen = summary.get("sungen") or {}
+    baselines = {k: v for k, v in summary.items() if k != "sungen" and v.get("accuracy_mean") is not None}
+    if sungen.get("accuracy_mean") is not None and baselines:
+        best, b = max(baselines.items(), key=lambda kv: kv[1]["accuracy_mean"])
+        delta = 100 * (sungen["accuracy_mean"] - b["accuracy_mean"])
+        verdict = "helped" if delta > 0 else "did not help"
+        lines.append(
+            f"**Cleaning {verdict}**: SunGen {sungen['accuracy_mean']:.4f} ± {sungen['accuracy_std']:.4f} vs the best "
+            f"baseline, {best}, {b['accuracy_mean']:.4f} ± {b['accuracy_std']:.4f} ({delta:+.1f} points on gold)."
+        )
+    else:
+        lines.append("**Cleaning**: not measured (no gold file, or no baseline to compare with).")
+    return lines
+
+
 def _markdown(rep: dict, spec) -> str:
     lines = [f"# sungen-ray report: {rep['name']} ({rep['task']})", ""]
+    lines += [f"{line}  " for line in rep["summary"]] + [""]
     final = rep["final"]
     if final:
         lines += ["## Does cleaning help?", ""]

@@ -65,6 +65,10 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
         "samples_per_s": manifest["samples_per_s"],
         "tokens_per_s": manifest["tokens_per_s"],
         "engine_tokens_per_s": manifest.get("engine_tokens_per_s"),
+        "engine_seconds": manifest.get("engine_seconds"),
+        "engine_starts": manifest.get("engine_starts"),
+        "replicas": manifest.get("replicas"),
+        "cpus_per_replica": manifest.get("cpus_per_replica"),
     }
 
 

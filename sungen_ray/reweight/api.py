@@ -68,7 +68,7 @@ def reweight_pool(
     def checkpoint(state, metrics):
         history.append(metrics)
         save_state(out, state_to(state, "cpu"), history, digest)
-        log_iteration(metrics)
+        log_iteration(metrics, cfg.outer_iters)
 
     state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
     write_outputs(out, shard.idx.cpu(), state["theta"].cpu(), history, cfg, digest)

@@ -285,7 +285,7 @@ def _worker_loop(config: dict) -> None:
             if rank == 0:
                 meta = {"iteration": it, "finished": finished, "world_size": world, "history": history}
                 (Path(d) / META).write_text(json.dumps(meta, default=_json_default))
-                log_iteration(metrics)
+                log_iteration(metrics, cfg.outer_iters)
             ray.train.report(
                 {"iteration": it},
                 checkpoint=ray.train.Checkpoint.from_directory(d),

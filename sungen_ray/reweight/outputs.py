@@ -29,13 +29,19 @@ def run_digest(cfg, data_path: str, n: int, workers: int | None = None) -> str:
     return config_hash(inputs if workers is None else inputs | {"workers": workers})
 
 
-def log_iteration(metrics: dict) -> None:
-    print(
-        f"[reweight] iter {metrics['iteration']}: inner {metrics['inner_loss']:.4f} "
-        f"outer {metrics['outer_loss']:.4f} change {metrics['selection_change']:.4f} "
-        + " ".join(f"{k} {v:.2f}s" for k, v in metrics["seconds"].items()),
-        flush=True,
+def iteration_line(metrics: dict, max_iters: int) -> str:
+    """One progress line per outer iteration: where it is, whether the selection still moves, how long
+    an iteration takes (the stopping rule ends the run once the change stays small)."""
+    seconds = sum(metrics["seconds"].values())
+    stop = ", stopping: selection stable" if metrics.get("stopped") else ""
+    return (
+        f"[reweight] iteration {metrics['iteration']}/{max_iters}: selection change {metrics['selection_change']:.2%}, "
+        f"{seconds:.2f} s/iter, inner loss {metrics['inner_loss']:.4f}, outer loss {metrics['outer_loss']:.4f}{stop}"
     )
+
+
+def log_iteration(metrics: dict, max_iters: int) -> None:
+    print(iteration_line(metrics, max_iters), flush=True)
 
 
 def weights_table(idx: torch.Tensor, theta: torch.Tensor) -> pa.Table:
