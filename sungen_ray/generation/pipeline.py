@@ -36,7 +36,7 @@ from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
 from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk
 from sungen_ray.generation.watchdog import watch_for_stall
-from sungen_ray.parallel.progress import EVERY_S, Progress
+from sungen_ray.parallel.progress import EVERY_S, MIN_RATE_WINDOW_S, Progress
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
@@ -83,8 +83,11 @@ def consume(
                 progress.last_print = now
                 progress.note(f"engines starting, no output yet ({now - start:.0f} s)")
             return
-        span = max(now - first_output, 1e-9)
+        span = now - first_output
         shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
+        if span < MIN_RATE_WINDOW_S:  # the first batch arrives at once: no rate yet
+            progress.update(len(tally.kept), shares, force=force)
+            return
         rows_s = (tally.prompts - prompts0) / span
         tok_s = (tally.tokens - tokens0) / span
         progress.update(len(tally.kept), f"{shares} | {rows_s:.1f} rows/s, {tok_s:.0f} tok/s", force=force)

@@ -13,6 +13,8 @@ from typing import TextIO
 
 EVERY_S = 10.0
 
+MIN_RATE_WINDOW_S = 1.0
+
 
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -55,7 +57,8 @@ class Progress:
             return None
         t, d = self.first
         elapsed = time.perf_counter() - t
-        return (self.done - d) / elapsed if elapsed > 0 and self.done > d else None
+        # under a second of output a rate is noise (the first batch arrives all at once)
+        return (self.done - d) / elapsed if elapsed >= MIN_RATE_WINDOW_S and self.done > d else None
 
     def eta(self) -> str:
         rate = self.rate()
