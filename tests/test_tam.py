@@ -3,6 +3,7 @@ import torch
 from reweight_data import sentiment_texts
 
 from sungen_ray.tam import Ragged, TamConfig, accuracy, build_encoder, build_model, train
+from sungen_ray.tam.bow import bag_mean_backward
 from sungen_ray.tam.hashing import hash_ngrams
 
 
@@ -75,3 +76,14 @@ def test_sparse_bow_step_is_the_dense_step_on_touched_rows():
     touched[x.tokens.long()] = True
     moved = (model.embed.weight.detach() != before).any(1)
     assert torch.equal(moved, touched)
+
+
+def test_bag_mean_backward_is_embedding_bags_gradient():
+    """The CSR bag backward equals autograd through F.embedding_bag(mode="mean"), empty bags included."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (400,), generator=gen)
+    offsets = torch.tensor([0, 0, 7, 7, 120, 121, 300])
+    table = torch.randn(50, 8, generator=gen, requires_grad=True)
+    grad_out = torch.randn(len(offsets), 8, generator=gen)
+    torch.nn.functional.embedding_bag(tokens, table, offsets, mode="mean").backward(grad_out)
+    torch.testing.assert_close(bag_mean_backward(tokens, offsets, grad_out, 50), table.grad)
