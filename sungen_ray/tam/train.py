@@ -101,7 +101,7 @@ def train(
             row_grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             all_reduce_grads(coll, [p.grad for p in params] + [row_grad])
             opt.step()
-            rows_opt.step(touched, row_grad)
+            rows_opt.step(touched, row_grad, leaf.detach())
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
     return losses
 
