@@ -99,7 +99,9 @@ def train(
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
                 epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
             row_grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-            all_reduce_grads(coll, [p.grad for p in params] + [row_grad])
+            all_reduce_grads(coll, [p.grad for p in params])
+            if coll.world_size > 1:  # in place, apart from the small grads: no copy of the big one
+                coll.all_reduce_sum(row_grad)
             opt.step()
             rows_opt.step(touched, row_grad, leaf.detach())
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
