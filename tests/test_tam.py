@@ -3,7 +3,9 @@ import torch
 from reweight_data import sentiment_texts
 
 from sungen_ray.tam import Ragged, TamConfig, accuracy, build_encoder, build_model, train
+from sungen_ray.tam.bow import bag_mean_backward
 from sungen_ray.tam.hashing import hash_ngrams
+from sungen_ray.tam.row_optim import RowAdam
 
 
 def test_hashing_is_stable_and_per_text():
@@ -75,3 +77,35 @@ def test_sparse_bow_step_is_the_dense_step_on_touched_rows():
     touched[x.tokens.long()] = True
     moved = (model.embed.weight.detach() != before).any(1)
     assert torch.equal(moved, touched)
+
+
+def test_bag_mean_backward_is_embedding_bags_gradient():
+    """The CSR bag backward equals autograd through F.embedding_bag(mode="mean"), empty bags included."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (400,), generator=gen)
+    offsets = torch.tensor([0, 0, 7, 7, 120, 121, 300])
+    table = torch.randn(50, 8, generator=gen, requires_grad=True)
+    grad_out = torch.randn(len(offsets), 8, generator=gen)
+    torch.nn.functional.embedding_bag(tokens, table, offsets, mode="mean").backward(grad_out)
+    torch.testing.assert_close(bag_mean_backward(tokens, offsets, grad_out, 50), table.grad)
+
+
+def test_row_adam_is_adam_on_the_rows_it_steps():
+    """Stepping every row (a zero-gradient row included) is torch's Adam; rows left out stay put."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(40, 4, generator=gen)
+    reference = torch.nn.Parameter(table.clone())
+    adam = torch.optim.Adam([reference], lr=0.01)
+    rows_opt = RowAdam(table, 0.01)
+    every = torch.arange(40)
+    for step in range(4):
+        grad = torch.randn(40, 4, generator=gen)
+        grad[3] = 0.0
+        reference.grad = grad.clone()
+        adam.step()
+        rows_opt.step(every, grad, table.index_select(0, every) if step % 2 else None)
+    torch.testing.assert_close(table, reference.detach())
+    before = table.clone()
+    rows_opt.step(torch.tensor([5, 9]), torch.randn(2, 4, generator=gen))
+    moved = (table != before).any(1)
+    assert moved.nonzero().squeeze(1).tolist() == [5, 9]

@@ -21,12 +21,20 @@ class Collectives(Protocol):
         """Sum ``tensor`` over workers in place and return it."""
         ...
 
+    def all_to_all(self, tensor: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
+        """Send rows ``tensor[sum(send_counts[:q]) : ...]`` to worker q; returns the rows received,
+        concatenated in rank order (``recv_counts[q]`` of them from worker q)."""
+        ...
+
 
 class LocalCollectives:
     rank = 0
     world_size = 1
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def all_to_all(self, tensor: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
         return tensor
 
 
@@ -44,6 +52,11 @@ class TorchDistCollectives:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM, group=self.group)
         return tensor
+
+    def all_to_all(self, tensor: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
+        out = tensor.new_empty((sum(recv_counts), *tensor.shape[1:]))
+        self._dist.all_to_all_single(out, tensor.contiguous(), recv_counts, send_counts, group=self.group)
+        return out
 
 
 def all_reduce_scalar(coll: Collectives, value: float, dtype=torch.float64) -> float:

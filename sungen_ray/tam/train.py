@@ -100,9 +100,12 @@ def train(
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
                 epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
             row_grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-            all_reduce_grads(coll, [p.grad for p in params] + [row_grad])
+            all_reduce_grads(coll, [p.grad for p in params])
             opt.step()
-            rows_opt.step(touched, row_grad)
+            if coll.world_size == 1:
+                rows_opt.step(touched, row_grad, leaf.detach())
+            else:
+                sharded_row_step(coll, rows_opt, touched, row_grad, leaf.detach())
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
     return losses
 
@@ -121,6 +124,28 @@ def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[t
     position = torch.empty(num_rows, dtype=torch.int64, device=ids.device)
     position[touched] = torch.arange(len(touched), device=ids.device)
     return touched, position[ids]
+
+
+def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: torch.Tensor, current: torch.Tensor):
+    """The row optimizer's step on the touched rows, split across workers: worker q owns the table rows
+    in [q, q + 1) x num_rows / W. Each worker sends every owner the gradient rows it owns (an
+    all-to-all: the rows are sorted, so an owner's rows are one slice), sums what it receives, steps
+    its rows (its share of the moments is the only one it ever touches) and sends their new values
+    to everyone. Every row gets the same summed gradient and the same update as with an all-reduce
+    and every worker stepping every row, at 1 / W of the optimizer work and with less traffic than
+    the all-reduce (measured on gloo). ``current``: the touched rows' values (updated in place)."""
+    world, rank, table = coll.world_size, coll.rank, rows_opt.table
+    num_rows = len(table)
+    starts = torch.tensor([-(-q * num_rows // world) for q in range(world + 1)], device=touched.device)
+    bounds = torch.searchsorted(touched, starts).tolist()
+    counts = [b - a for a, b in zip(bounds, bounds[1:])]
+    lo, hi = bounds[rank], bounds[rank + 1]
+    mine = coll.all_to_all(grad, counts, [counts[rank]] * world).view(world, counts[rank], grad.shape[1]).sum(0)
+    new = rows_opt.step(touched[lo:hi], mine, current[lo:hi])
+    current = coll.all_to_all(new.repeat(world, 1), [counts[rank]] * world, counts)
+    for q in range(world):  # the owner has written its own rows
+        if q != rank and counts[q]:
+            table.index_copy_(0, touched[bounds[q] : bounds[q + 1]], current[bounds[q] : bounds[q + 1]])
 
 
 def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
