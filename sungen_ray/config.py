@@ -27,17 +27,22 @@ from sungen_ray.errors import SungenError
 T = TypeVar("T")
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, turning missing files and syntax errors into SungenError."""
+def load_yaml(path: str | Path, what: str = "config file", mapping_hint: str = "") -> dict:
+    """Read a YAML mapping, turning missing files and syntax errors into SungenError; an empty file
+    is an empty mapping. ``what`` names the file in the not-found error."""
     path = Path(path)
     if not path.is_file():
-        raise SungenError(f"config file not found: {path}")
+        raise SungenError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SungenError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise SungenError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise SungenError(
+            f"{path}: a {what} must be a mapping{mapping_hint} at the top level, got {type(data).__name__}"
+        )
     return data
 
 

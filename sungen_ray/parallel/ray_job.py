@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-import yaml
-
+from sungen_ray.config import load_yaml
 from sungen_ray.errors import SungenError
 
 if TYPE_CHECKING:
@@ -111,19 +110,7 @@ def load_runtime_env(path: str | Path | None) -> dict[str, Any]:
     """Read and validate a runtime_env YAML file; ``None`` gives an empty runtime env."""
     if path is None:
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise SungenError(f"runtime env file not found: {path}")
-    try:
-        env = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SungenError(f"{path}: not valid YAML: {exc}") from exc
-    if env is None:
-        return {}
-    if not isinstance(env, dict):
-        raise SungenError(
-            f"{path}: a runtime env must be a mapping (working_dir, pip, env_vars, ...), got {type(env).__name__}"
-        )
+    env = load_yaml(path, "runtime env file", " (working_dir, pip, env_vars, ...)")
 
     from ray.runtime_env import RuntimeEnv
 
