@@ -120,8 +120,8 @@ def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[t
     if coll.world_size > 1:
         coll.all_reduce_sum(hit)
     touched = torch.nonzero(hit).squeeze(1)
-    position = torch.empty(num_rows, dtype=torch.int64, device=ids.device)
-    position[touched] = torch.arange(len(touched), device=ids.device)
+    position = torch.empty(num_rows, dtype=ids.dtype, device=ids.device)  # int32 ids: int32 positions
+    position[touched] = torch.arange(len(touched), dtype=ids.dtype, device=ids.device)
     return touched, position[ids]
 
 
