@@ -134,17 +134,25 @@ def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: t
     and every worker stepping every row, at 1 / W of the optimizer work and with less traffic than
     the all-reduce (measured on gloo). ``current``: the touched rows' values (updated in place)."""
     world, rank, table = coll.world_size, coll.rank, rows_opt.table
-    num_rows = len(table)
+    num_rows, dim = table.shape
     starts = torch.tensor([-(-q * num_rows // world) for q in range(world + 1)], device=touched.device)
     bounds = torch.searchsorted(touched, starts).tolist()
     counts = [b - a for a, b in zip(bounds, bounds[1:])]
     lo, hi = bounds[rank], bounds[rank + 1]
-    mine = coll.all_to_all(grad, counts, [counts[rank]] * world).view(world, counts[rank], grad.shape[1]).sum(0)
+    received = coll.all_to_all(grad, counts, [counts[rank]] * world).view(world, counts[rank], dim)
+    mine = received[0].clone()
+    for q in range(1, world):  # summed in rank order, in place
+        mine += received[q]
     new = rows_opt.step(touched[lo:hi], mine, current[lo:hi])
-    current = coll.all_to_all(new.repeat(world, 1), [counts[rank]] * world, counts)
-    for q in range(world):  # the owner has written its own rows
-        if q != rank and counts[q]:
-            table.index_copy_(0, touched[bounds[q] : bounds[q + 1]], current[bounds[q] : bounds[q + 1]])
+    # the new rows go to every other worker (none to itself: the owner has written them)
+    others = [0 if q == rank else counts[q] for q in range(world)]
+    sent = new.expand(world - 1, *new.shape).reshape(-1, dim)  # a view when W = 2
+    current = coll.all_to_all(sent, [0 if q == rank else counts[rank] for q in range(world)], others)
+    at = 0
+    for q in range(world):
+        if others[q]:
+            table.index_copy_(0, touched[bounds[q] : bounds[q + 1]], current[at : at + others[q]])
+            at += others[q]
 
 
 def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
