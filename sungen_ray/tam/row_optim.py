@@ -3,8 +3,9 @@
 A bag-of-words step touches the rows of the words in its batch, a small part of a 2^18-row
 hashed table; updating only those rows makes the step cost follow the batch, not the table.
 Adam here is lazy (SparseAdam's rule): a row's moments move only on steps that touch it, with the
-bias correction of the global step count. Every worker updates the same rows with the same
-all-reduced gradient, so the tables stay identical across workers.
+bias correction of the global step count. With several workers each steps the rows of its own
+range of the table (``owned``) and keeps moments for those rows only; the others' new rows reach
+it through the collectives (``tam.train.sharded_row_step``), so the tables stay identical.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import torch
 
 
 class RowAdam:
-    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, owned=None):
         self.table, self.lr, self.betas, self.eps = table, lr, betas, eps
-        self.m = torch.zeros_like(table)
-        self.v = torch.zeros_like(table)
+        self.first, last = owned or (0, len(table))  # the rows this optimizer may step: moments for those only
+        self.m = table.new_zeros((last - self.first, *table.shape[1:]))
+        self.v = torch.zeros_like(self.m)
         self.steps = torch.zeros((), dtype=torch.float32, device=table.device)
 
     @torch.no_grad()
@@ -30,14 +32,15 @@ class RowAdam:
         rows_now = self.table.index_select(0, rows) if current is None else current
         if not len(rows):
             return rows_now
-        m, v = self.m.index_select(0, rows), self.v.index_select(0, rows)
+        at = rows - self.first if self.first else rows
+        m, v = self.m.index_select(0, at), self.v.index_select(0, at)
         torch._fused_adam_(
             [rows_now], [grad], [m], [v], [], [self.steps],
             lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
             amsgrad=False, maximize=False,
         )  # fmt: skip
-        self.m.index_copy_(0, rows, m)
-        self.v.index_copy_(0, rows, v)
+        self.m.index_copy_(0, at, m)
+        self.v.index_copy_(0, at, v)
         self.table.index_copy_(0, rows, rows_now)
         return rows_now
 
@@ -55,5 +58,5 @@ class RowSGD:
         return rows_now
 
 
-def make_row_optimizer(name: str, table: torch.Tensor, lr: float) -> RowAdam | RowSGD:
-    return RowSGD(table, lr) if name == "sgd" else RowAdam(table, lr)
+def make_row_optimizer(name: str, table: torch.Tensor, lr: float, owned=None) -> RowAdam | RowSGD:
+    return RowSGD(table, lr) if name == "sgd" else RowAdam(table, lr, owned=owned)

@@ -74,7 +74,10 @@ def train(
     params = [p for k, p in named.items() if k != table_name]
     optimizer, step_lr = cfg.train_setting("optimizer"), lr or cfg.train_setting("lr")
     opt = make_optimizer(optimizer, params, step_lr)
-    rows_opt = make_row_optimizer(optimizer, named[table_name].data, step_lr) if table_name else None
+    rows_opt = None
+    if table_name:
+        owned = row_range(len(named[table_name]), coll.rank, coll.world_size)
+        rows_opt = make_row_optimizer(optimizer, named[table_name].data, step_lr, owned)
     for p in params:  # a worker whose share of a step is empty still all-reduces (zero) gradients
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -125,9 +128,14 @@ def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[t
     return touched, position[ids]
 
 
+def row_range(num_rows: int, rank: int, world: int) -> tuple[int, int]:
+    """The table rows worker ``rank`` steps in ``sharded_row_step``: [rank, rank + 1) x num_rows / W."""
+    return -(-rank * num_rows // world), -(-(rank + 1) * num_rows // world)
+
+
 def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: torch.Tensor, current: torch.Tensor):
     """The row optimizer's step on the touched rows, split across workers: worker q owns the table rows
-    in [q, q + 1) x num_rows / W. Each worker sends every owner the gradient rows it owns (an
+    ``row_range(num_rows, q, W)``. Each worker sends every owner the gradient rows it owns (an
     all-to-all: the rows are sorted, so an owner's rows are one slice), sums what it receives, steps
     its rows (its share of the moments is the only one it ever touches) and sends their new values
     to everyone. Every row gets the same summed gradient and the same update as with an all-reduce
@@ -135,7 +143,7 @@ def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: t
     the all-reduce (measured on gloo). ``current``: the touched rows' values (updated in place)."""
     world, rank, table = coll.world_size, coll.rank, rows_opt.table
     num_rows, dim = table.shape
-    starts = torch.tensor([-(-q * num_rows // world) for q in range(world + 1)], device=touched.device)
+    starts = torch.tensor([row_range(num_rows, q, world)[0] for q in range(world)] + [num_rows], device=touched.device)
     bounds = torch.searchsorted(touched, starts).tolist()
     counts = [b - a for a, b in zip(bounds, bounds[1:])]
     lo, hi = bounds[rank], bounds[rank + 1]
