@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from sungen_ray.reweight.collectives import Collectives, LocalCollectives, all_reduce_grads
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
-from sungen_ray.tam.row_optim import make_row_optimizer
+from sungen_ray.tam.row_optim import gather_rows, make_row_optimizer, scatter_rows
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -97,7 +97,7 @@ def train(
             touched, local_ids = touched_rows(coll, batch[ids_at], len(named[table_name]))
             local = list(batch)
             local[ids_at] = local_ids
-            leaf = named[table_name].detach().index_select(0, touched).requires_grad_(True)
+            leaf = gather_rows(named[table_name].detach(), touched).requires_grad_(True)
             if len(rows):
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
                 epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
@@ -159,7 +159,7 @@ def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: t
     at = 0
     for q in range(world):
         if others[q]:
-            table.index_copy_(0, touched[bounds[q] : bounds[q + 1]], current[at : at + others[q]])
+            scatter_rows(table, touched[bounds[q] : bounds[q + 1]], current[at : at + others[q]])
             at += others[q]
 
 
