@@ -114,10 +114,10 @@ def train(
 
 def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the sorted table rows that any worker's share of this step touches, ``ids`` as positions
-    among them). Every worker gets the same rows in the same order, so the row gradients line up in
-    the all-reduce and W workers step what one process steps. Finding them costs a byte per table
-    row (a mask, summed across workers); the gradients, their all-reduce and the optimizer cost
-    only the touched rows."""
+    among them). Every worker gets the same rows in the same order, so the row gradients line up
+    across workers and W workers step what one process steps. Finding them costs a byte per table
+    row (a mask, summed across workers); the gradients, their exchange and the optimizer cost only
+    the touched rows."""
     hit = torch.zeros(num_rows, dtype=torch.uint8 if coll.world_size < 256 else torch.int32, device=ids.device)
     hit[ids] = 1
     if coll.world_size > 1:
