@@ -1,5 +1,6 @@
 """Reweighting at a million samples: seconds per outer iteration by phase, samples/s, peak host
-RSS of all processes and peak GPU memory, for the sparse bag-of-words step beside the old dense one.
+RSS of all processes (split into driver, Ray Train workers and Ray's own processes; and PSS, which
+counts pages shared between processes once) and peak GPU memory, for the sparse bag-of-words step beside the old dense one.
 
 The pool is synthesised from gold texts (every --gold file, labels offset so tasks do not collide)
 with light perturbation (word drops, adjacent swaps, duplications) and a share of flipped labels,
@@ -82,33 +83,41 @@ def synthesise(gold: list[Path], n: int, flip: float, seed: int, path: Path, chu
     return offset
 
 
-def _rss_of_tree() -> tuple[int, int]:
-    """(summed RSS of this process and all its descendants, of the Ray Train workers among them).
-    Ray's raylet, GCS and the Train workers are children here. psutil comes with Ray; without it
-    (the one-process path on a machine without Ray) /proc gives this process alone."""
+def _memory_of_tree() -> dict[str, int]:
+    """Memory of this process and all its descendants (Ray's raylet, GCS, Train controller and
+    workers are children here): summed RSS, the same split into this process (the driver), the Ray
+    Train workers and the rest (Ray's own processes), and summed PSS (shared pages, e.g. libtorch
+    mapped by every torch process, counted once overall instead of once per process). psutil comes
+    with Ray; without it (the one-process path on a machine without Ray) /proc gives this process."""
     try:
         import psutil
     except ImportError:
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"), 0
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return {"total": rss, "driver": rss, "workers": 0, "pss": rss}
     me = psutil.Process()
-    total = workers = 0
+    out = {"total": 0, "driver": 0, "workers": 0, "pss": 0}
     for p in [me, *me.children(recursive=True)]:
         try:
-            rss = p.memory_info().rss
-            total += rss
-            if "RayTrainWorker" in " ".join(p.cmdline()):
-                workers += rss
+            mem = p.memory_full_info()
+            out["total"] += mem.rss
+            out["pss"] += getattr(mem, "pss", mem.rss)
+            if p.pid == me.pid:
+                out["driver"] += mem.rss
+            elif "RayTrainWorker" in " ".join(p.cmdline()):
+                out["workers"] += mem.rss
         except psutil.Error:
             pass
-    return total, workers
+    return out
 
 
-class PeakRss:
-    """Peak of ``_rss_of_tree`` sampled every 0.2 s while the block runs."""
+class PeakMemory:
+    """Peaks of ``_memory_of_tree`` sampled every 0.2 s while the block runs (``at_peak``: the split
+    at the moment of the RSS peak)."""
 
     def __init__(self):
-        self.total = self.workers = 0
+        self.total = self.workers = self.pss = 0
+        self.at_peak = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -122,8 +131,10 @@ class PeakRss:
 
     def _run(self):
         while not self._stop.wait(0.2):
-            total, workers = _rss_of_tree()
-            self.total, self.workers = max(self.total, total), max(self.workers, workers)
+            mem = _memory_of_tree()
+            if mem["total"] > self.total:
+                self.total, self.at_peak = mem["total"], mem
+            self.workers, self.pss = max(self.workers, mem["workers"]), max(self.pss, mem["pss"])
 
 
 def reweight(data: Path, n: int, workers: int, cfg: ReweightConfig, device: str, root: Path, label: str) -> dict:
@@ -132,7 +143,7 @@ def reweight(data: Path, n: int, workers: int, cfg: ReweightConfig, device: str,
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     clock = time.perf_counter()
-    with PeakRss() as rss:
+    with PeakMemory() as rss:
         if workers == 1:
             cfg.device = device
             reweight_pool(data, out, cfg, workers=1)  # this process, no Ray
@@ -156,6 +167,8 @@ def reweight(data: Path, n: int, workers: int, cfg: ReweightConfig, device: str,
         "wall_s": wall,
         "peak_rss_total_gb": rss.total / 1e9,
         "peak_rss_workers_gb": rss.workers / 1e9,
+        "peak_pss_total_gb": rss.pss / 1e9,
+        "rss_at_peak_gb": {k: v / 1e9 for k, v in rss.at_peak.items()},
         # this process only: Ray Train workers' GPU memory is not visible here
         "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1e9 if gpu and workers == 1 else None,
     }
@@ -165,10 +178,17 @@ def show(r: dict) -> None:
     ph = " ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())
     gpu = f"{r['peak_gpu_gb']:.2f} GB" if r["peak_gpu_gb"] is not None else "n/a"
     workers = f"Ray Train workers {r['peak_rss_workers_gb']:.2f} GB, " if r["workers"] > 1 else ""
+    split = r["rss_at_peak_gb"]
+    if r["workers"] > 1 and split:
+        rest = split["total"] - split["driver"] - split["workers"]
+        workers += (
+            f"at the peak: driver {split['driver']:.2f} + workers {split['workers']:.2f} + Ray's own {rest:.2f} GB, "
+        )
     print(
         f"{r['step']:>6} N={r['n']:>10,} W={r['workers']} {r['device']}: {r['iteration_s']:.2f} s/outer iteration "
         f"({ph}) | {r['samples_per_s']:,.0f} samples/s | first iteration {r['first_iteration_s']:.2f}s | "
-        f"peak RSS {workers}all processes {r['peak_rss_total_gb']:.2f} GB | peak GPU {gpu} | wall {r['wall_s']:.0f}s",
+        f"peak RSS {workers}all processes {r['peak_rss_total_gb']:.2f} GB (PSS {r['peak_pss_total_gb']:.2f} GB) | "
+        f"peak GPU {gpu} | wall {r['wall_s']:.0f}s",
         flush=True,
     )
 
@@ -230,7 +250,8 @@ def main() -> None:
             ok = r["iteration_s"] <= 8 and r["peak_rss_total_gb"] <= 4
             print(
                 f"acceptance (N={args.samples:,}, W={args.workers}, bow): {r['iteration_s']:.1f} s per outer "
-                f"iteration (<= 8), peak RSS of all processes {r['peak_rss_total_gb']:.2f} GB (<= 4): "
+                f"iteration (<= 8), peak RSS of all processes {r['peak_rss_total_gb']:.2f} GB (<= 4; PSS "
+                f"{r['peak_pss_total_gb']:.2f} GB): "
                 f"{'PASS' if ok else 'FAIL'}"
             )
 

@@ -109,3 +109,17 @@ def test_row_adam_is_adam_on_the_rows_it_steps():
     rows_opt.step(torch.tensor([5, 9]), torch.randn(2, 4, generator=gen))
     moved = (table != before).any(1)
     assert moved.nonzero().squeeze(1).tolist() == [5, 9]
+
+
+def test_row_adam_on_an_owned_range_steps_like_the_whole_table():
+    """A worker's optimizer holds moments for its own rows only and steps them as the whole-table one."""
+    gen = torch.Generator().manual_seed(1)
+    whole = torch.randn(40, 4, generator=gen)
+    part = whole.clone()
+    full_opt, part_opt = RowAdam(whole, 0.01), RowAdam(part, 0.01, owned=(10, 30))
+    for rows in ([12, 20], [10, 29], [20]):
+        grad = torch.randn(len(rows), 4, generator=gen)
+        full_opt.step(torch.tensor(rows), grad)
+        part_opt.step(torch.tensor(rows), grad)
+    assert part_opt.m.shape == (20, 4)
+    torch.testing.assert_close(part, whole, rtol=0, atol=0)

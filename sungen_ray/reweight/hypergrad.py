@@ -69,8 +69,8 @@ def outer_gradient(
         loss_sum += loss.detach().double()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
     all_reduce_grads(coll, grads)
-    g = {k: gr.detach().clone() for k, gr in zip(params, grads)}
-    model.zero_grad(set_to_none=True)
+    g = {k: gr.detach() for k, gr in zip(params, grads)}
+    model.zero_grad(set_to_none=True)  # the parameters let go of their grads: g owns them, no copy
     return g, float(coll.all_reduce_sum(loss_sum)), count
 
 

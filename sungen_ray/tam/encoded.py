@@ -22,7 +22,9 @@ class Ragged:
         return len(self.offsets) - 1
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flat token ids, bag offsets) for ``rows``, the input format of ``nn.EmbeddingBag``."""
+        """(flat token ids, bag offsets) for ``rows``, the input format of ``nn.EmbeddingBag``, both in
+        the stored ids' dtype (int32 from hashing: embedding_bag takes it as is when the offsets
+        match, where int64 offsets would make it copy the ids to int64)."""
         dev = self.offsets.device
         starts = self.offsets[rows]
         lens = self.offsets[rows + 1] - starts
@@ -31,12 +33,12 @@ class Ragged:
         total = int(lens.sum())
         pos = torch.arange(total, dtype=torch.int64, device=dev)
         pos += torch.repeat_interleave(starts - bag, lens, output_size=total)
-        return self.tokens[pos].long(), bag
+        return self.tokens[pos], bag.to(self.tokens.dtype)
 
     def subset(self, rows: torch.Tensor) -> Ragged:
         tokens, bag = self.batch(rows)
-        offsets = torch.cat([bag, torch.tensor([len(tokens)], device=bag.device)])
-        return Ragged(tokens.to(self.tokens.dtype), offsets)
+        offsets = torch.cat([bag.long(), torch.tensor([len(tokens)], device=bag.device)])
+        return Ragged(tokens, offsets)
 
     def to(self, device) -> Ragged:
         return Ragged(self.tokens.to(device), self.offsets.to(device))

@@ -20,7 +20,7 @@ from sungen_ray.parallel.collectives import Collectives, LocalCollectives, all_r
 from sungen_ray.parallel.stable_hash import shr64, splitmix64
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.registry import TamConfig
-from sungen_ray.tam.row_optim import make_row_optimizer
+from sungen_ray.tam.row_optim import gather_rows, make_row_optimizer, scatter_rows
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -75,7 +75,10 @@ def train(
     params = [p for k, p in named.items() if k != table_name]
     optimizer, step_lr = cfg.train_setting("optimizer"), lr or cfg.train_setting("lr")
     opt = make_optimizer(optimizer, params, step_lr)
-    rows_opt = make_row_optimizer(optimizer, named[table_name].data, step_lr) if table_name else None
+    rows_opt = None
+    if table_name:
+        owned = row_range(len(named[table_name]), coll.rank, coll.world_size)
+        rows_opt = make_row_optimizer(optimizer, named[table_name].data, step_lr, owned)
     for p in params:  # a worker whose share of a step is empty still all-reduces (zero) gradients
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -95,7 +98,7 @@ def train(
             touched, local_ids = touched_rows(coll, batch[ids_at], len(named[table_name]))
             local = list(batch)
             local[ids_at] = local_ids
-            leaf = named[table_name].detach().index_select(0, touched).requires_grad_(True)
+            leaf = gather_rows(named[table_name].detach(), touched).requires_grad_(True)
             if len(rows):
                 logits = functional_call(model, {table_name: leaf}, tuple(local))
                 epoch_sum += _backward(logits, labels[rows], w[rows], step_norm)
@@ -112,40 +115,53 @@ def train(
 
 def touched_rows(coll: Collectives, ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the sorted table rows that any worker's share of this step touches, ``ids`` as positions
-    among them). Every worker gets the same rows in the same order, so the row gradients line up in
-    the all-reduce and W workers step what one process steps. Finding them costs a byte per table
-    row (a mask, summed across workers); the gradients, their all-reduce and the optimizer cost
-    only the touched rows."""
+    among them). Every worker gets the same rows in the same order, so the row gradients line up
+    across workers and W workers step what one process steps. Finding them costs a byte per table
+    row (a mask, summed across workers); the gradients, their exchange and the optimizer cost only
+    the touched rows."""
     hit = torch.zeros(num_rows, dtype=torch.uint8 if coll.world_size < 256 else torch.int32, device=ids.device)
     hit[ids] = 1
     if coll.world_size > 1:
         coll.all_reduce_sum(hit)
     touched = torch.nonzero(hit).squeeze(1)
-    position = torch.empty(num_rows, dtype=torch.int64, device=ids.device)
-    position[touched] = torch.arange(len(touched), device=ids.device)
+    position = torch.empty(num_rows, dtype=ids.dtype, device=ids.device)  # int32 ids: int32 positions
+    position[touched] = torch.arange(len(touched), dtype=ids.dtype, device=ids.device)
     return touched, position[ids]
+
+
+def row_range(num_rows: int, rank: int, world: int) -> tuple[int, int]:
+    """The table rows worker ``rank`` steps in ``sharded_row_step``: [rank, rank + 1) x num_rows / W."""
+    return -(-rank * num_rows // world), -(-(rank + 1) * num_rows // world)
 
 
 def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: torch.Tensor, current: torch.Tensor):
     """The row optimizer's step on the touched rows, split across workers: worker q owns the table rows
-    in [q, q + 1) x num_rows / W. Each worker sends every owner the gradient rows it owns (an
+    ``row_range(num_rows, q, W)``. Each worker sends every owner the gradient rows it owns (an
     all-to-all: the rows are sorted, so an owner's rows are one slice), sums what it receives, steps
     its rows (its share of the moments is the only one it ever touches) and sends their new values
     to everyone. Every row gets the same summed gradient and the same update as with an all-reduce
     and every worker stepping every row, at 1 / W of the optimizer work and with less traffic than
     the all-reduce (measured on gloo). ``current``: the touched rows' values (updated in place)."""
     world, rank, table = coll.world_size, coll.rank, rows_opt.table
-    num_rows = len(table)
-    starts = torch.tensor([-(-q * num_rows // world) for q in range(world + 1)], device=touched.device)
+    num_rows, dim = table.shape
+    starts = torch.tensor([row_range(num_rows, q, world)[0] for q in range(world)] + [num_rows], device=touched.device)
     bounds = torch.searchsorted(touched, starts).tolist()
     counts = [b - a for a, b in zip(bounds, bounds[1:])]
     lo, hi = bounds[rank], bounds[rank + 1]
-    mine = coll.all_to_all(grad, counts, [counts[rank]] * world).view(world, counts[rank], grad.shape[1]).sum(0)
+    received = coll.all_to_all(grad, counts, [counts[rank]] * world).view(world, counts[rank], dim)
+    mine = received[0].clone()
+    for q in range(1, world):  # summed in rank order, in place
+        mine += received[q]
     new = rows_opt.step(touched[lo:hi], mine, current[lo:hi])
-    current = coll.all_to_all(new.repeat(world, 1), [counts[rank]] * world, counts)
-    for q in range(world):  # the owner has written its own rows
-        if q != rank and counts[q]:
-            table.index_copy_(0, touched[bounds[q] : bounds[q + 1]], current[bounds[q] : bounds[q + 1]])
+    # the new rows go to every other worker (none to itself: the owner has written them)
+    others = [0 if q == rank else counts[q] for q in range(world)]
+    sent = new.expand(world - 1, *new.shape).reshape(-1, dim)  # a view when W = 2
+    current = coll.all_to_all(sent, [0 if q == rank else counts[rank] for q in range(world)], others)
+    at = 0
+    for q in range(world):
+        if others[q]:
+            scatter_rows(table, touched[bounds[q] : bounds[q + 1]], current[at : at + others[q]])
+            at += others[q]
 
 
 def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
