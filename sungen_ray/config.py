@@ -149,6 +149,20 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+# Fields that say where a config computes, not what: left out of every run identity (reweighting
+# digests, driver stage inputs), so moving a run to another device resumes it instead of redoing it.
+PLACEMENT_FIELDS = ("device",)
+
+
+def identity_dict(obj: Any) -> dict:
+    """``to_dict`` without the placement fields, at any depth."""
+
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in PLACEMENT_FIELDS}
+
+    return strip(to_dict(obj))
+
+
 def config_hash(obj: Any) -> str:
     """Stable short hash of a config, stored in manifests to detect a changed re-run."""
     payload = json.dumps(obj if isinstance(obj, dict) else to_dict(obj), sort_keys=True, default=str)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sungen_ray.config import to_dict
+from sungen_ray.config import identity_dict, to_dict
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import EXECUTION_ONLY
@@ -73,10 +73,8 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
     return stages
 
 
-# Config fields a stage's inputs leave out: ``device`` always (where a stage computes, not what),
-# and fields added after runs were recorded while they hold their default, so a run finished before
-# they existed is resumed, not redone, only because the field now exists.
-ALWAYS_LEFT_OUT = ("device",)
+# Fields added after runs were recorded are left out of a stage's inputs while they hold their
+# default, so a run finished before they existed is resumed, not redone, only because the field exists.
 LEFT_OUT_AT_DEFAULT = {"fd_max_move": 1e-2, "sparse": True}
 
 
@@ -85,10 +83,10 @@ def _semantic(cfg) -> dict:
         return {
             k: strip(v) if isinstance(v, dict) else v
             for k, v in d.items()
-            if k not in ALWAYS_LEFT_OUT and not (k in LEFT_OUT_AT_DEFAULT and v == LEFT_OUT_AT_DEFAULT[k])
+            if not (k in LEFT_OUT_AT_DEFAULT and v == LEFT_OUT_AT_DEFAULT[k])
         }
 
-    return strip(to_dict(cfg))
+    return strip(identity_dict(cfg))
 
 
 def check_stop_after(stages: list[Stage], stop_after: str | None) -> None:

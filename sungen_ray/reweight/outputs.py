@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from sungen_ray.config import config_hash, to_dict
+from sungen_ray.config import config_hash, identity_dict, to_dict
 from sungen_ray.data.atomic import read_json, write_json, write_parquet
 from sungen_ray.errors import SungenError
 
@@ -24,8 +24,7 @@ def check_out_dir(out: Path) -> Path:
 def run_digest(cfg, data_path: str, n: int, workers: int | None = None) -> str:
     """What a run's outputs depend on; ``workers`` only for Ray Train runs (their shards differ),
     so single-process outputs written before keep their digest."""
-    config = {k: v for k, v in to_dict(cfg).items() if k != "device"}  # where it runs, not what it computes
-    inputs = {"config": config, "data": data_path, "n": n}
+    inputs = {"config": identity_dict(cfg), "data": data_path, "n": n}
     return config_hash(inputs if workers is None else inputs | {"workers": workers})
 
 
