@@ -41,7 +41,9 @@ def kept_count(texts: list[str], spec) -> int:
     return len(seen)
 
 
-def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
+def bare_vllm(model: str, spec, rows: list[dict], seed: int, per_row_seed: bool = True) -> dict:
+    """``per_row_seed=False`` is the setting before per-row seeds on CPU (engine-wide seed, chunked
+    prefill on): the baseline that shows what per-row seeding costs."""
     import os
 
     # the same engine settings the pipeline's replicas get (engines.vllm_stage)
@@ -51,6 +53,8 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
 
     t0 = time.perf_counter()
     engine_batch = scheduler_kwargs(EngineOptions(model=model, decoding=spec.decoding))
+    if not per_row_seed:
+        engine_batch.pop("enable_chunked_prefill", None)
     llm = LLM(
         model=model,
         dtype="float32",
@@ -61,9 +65,12 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int) -> dict:
         **engine_batch,
     )
     start_s = time.perf_counter() - t0
-    params = [
-        SamplingParams(**_sampling_params(spec.decoding, seed, r["row_id"], per_request_seed=False)) for r in rows
-    ]
+    params = []
+    for r in rows:
+        sampling = _sampling_params(spec.decoding, seed, r["row_id"])
+        if not per_row_seed:
+            sampling.pop("seed")
+        params.append(SamplingParams(**sampling))
     t0 = time.perf_counter()
     outs = llm.generate([r["prompt"] for r in rows], params, use_tqdm=False)
     gen_s = time.perf_counter() - t0
@@ -103,7 +110,7 @@ def pipeline(
     t0 = time.perf_counter()
     consume(run_engine(cfg, opts, rows), spec, [10**9] * spec.num_labels, tally, set(), "bench")  # no early stop
     total_s = time.perf_counter() - t0
-    tally.close_window()
+    tally.close_window(opts.replicas)
     return {
         "total_s": total_s,
         "start_s": total_s - tally.engine_seconds,
@@ -128,24 +135,32 @@ def main() -> None:
         help="engine batch for (b) only, e.g. 128 to see the AsyncLLM default it used to get (default: same as (a))",
     )
     ap.add_argument("--repeats", type=int, default=2, help="runs of each, in ABBA order to cancel load drift")
+    ap.add_argument(
+        "--seeding-baseline",
+        action="store_true",
+        help="also run (c): bare vLLM with one engine-wide seed and chunked prefill, to price per-row seeds",
+    )
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
 
     spec = load_task(args.task)
     model = resolve_model(args.model)
     rows = prompt_rows(spec, label_targets(args.prompts, spec.num_labels), seed=args.seed)
-    runs = {"a": [], "b": []}
-    order = "".join("ab" if i % 2 == 0 else "ba" for i in range(args.repeats))
+    runs = {"a": [], "b": [], "c": []}
+    pair = "abc" if args.seeding_baseline else "ab"
+    order = "".join(pair if i % 2 == 0 else pair[::-1] for i in range(args.repeats))
     for which in order:
         if which == "a":
             r = bare_vllm(model, spec, rows, args.seed)
+        elif which == "c":
+            r = bare_vllm(model, spec, rows, args.seed, per_row_seed=False)
         else:
             r = pipeline(
                 model, spec, rows, args.seed, args.batch_size, args.batches_per_block, args.pipeline_max_num_seqs
             )
         r["tokens_per_s"], r["kept_per_s"] = r["tokens"] / r["gen_s"], r["kept"] / r["gen_s"]
         runs[which].append(r)
-        name = "bare vLLM" if which == "a" else "pipeline"
+        name = {"a": "bare vLLM", "b": "pipeline", "c": "bare vLLM, engine-wide seed"}[which]
         print(
             f"[{name}] start {r['start_s']:.1f} s, gen {r['gen_s']:.1f} s, {r['tokens']} tokens: "
             f"{r['tokens_per_s']:.1f} tok/s, {r['kept_per_s']:.2f} kept/s",
@@ -161,6 +176,14 @@ def main() -> None:
     print(f"(a) bare vllm.LLM.generate: start {mean('a', 'start_s'):.1f} s | {a_tok:.1f} tokens/s, {a_kept:.2f} kept/s")
     print(f"(b) Ray Data pipeline x1  : start {mean('b', 'start_s'):.1f} s | {b_tok:.1f} tokens/s, {b_kept:.2f} kept/s")
     print(f"ratio (b)/(a): tokens/s {b_tok / a_tok:.3f}, kept samples/s {b_kept / a_kept:.3f}")
+    if runs["c"]:
+        c_tok, c_kept = mean("c", "tokens_per_s"), mean("c", "kept_per_s")
+        print(
+            f"(c) bare, engine-wide seed: start {mean('c', 'start_s'):.1f} s | {c_tok:.1f} tokens/s, {c_kept:.2f} kept/s"
+        )
+        print(
+            f"ratio (a)/(c), per-row seeds vs engine-wide: tokens/s {a_tok / c_tok:.3f}, kept/s {a_kept / c_kept:.3f}"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"runs": runs, "ratio_tokens_per_s": b_tok / a_tok, "ratio_kept_per_s": b_kept / a_kept}, fh)

