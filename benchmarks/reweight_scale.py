@@ -83,37 +83,51 @@ def synthesise(gold: list[Path], n: int, flip: float, seed: int, path: Path, chu
     return offset
 
 
-def _memory_of_tree() -> dict[str, int]:
+def _process_name(p) -> str:
+    """A short name for a process in the at-peak breakdown (Ray sets actor titles like ``ray::Name``)."""
+    cmd = p.cmdline()
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0].split()[0]
+    return (p.name() or "?")[:32]
+
+
+def _memory_of_tree(pss: bool = True) -> dict:
     """Memory of this process and all its descendants (Ray's raylet, GCS, Train controller and
     workers are children here): summed RSS, the same split into this process (the driver), the Ray
-    Train workers and the rest (Ray's own processes), and summed PSS (shared pages, e.g. libtorch
-    mapped by every torch process, counted once overall instead of once per process). psutil comes
-    with Ray; without it (the one-process path on a machine without Ray) /proc gives this process."""
+    Train workers and the rest (Ray's own processes), RSS by process name, and (``pss``) summed PSS
+    (shared pages, e.g. libtorch mapped by every torch process, counted once overall instead of once
+    per process). PSS walks every mapping of every process (~1 ms each in the kernel), so the sampler
+    asks for it less often than RSS. psutil comes with Ray; without it (the one-process path on a
+    machine without Ray) /proc gives this process."""
     try:
         import psutil
     except ImportError:
         with open("/proc/self/statm") as fh:
             rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        return {"total": rss, "driver": rss, "workers": 0, "pss": rss}
+        return {"total": rss, "driver": rss, "workers": 0, "pss": rss, "by_name": {"driver": rss}}
     me = psutil.Process()
-    out = {"total": 0, "driver": 0, "workers": 0, "pss": 0}
+    out = {"total": 0, "driver": 0, "workers": 0, "pss": 0, "by_name": {}}
     for p in [me, *me.children(recursive=True)]:
         try:
-            mem = p.memory_full_info()
-            out["total"] += mem.rss
-            out["pss"] += getattr(mem, "pss", mem.rss)
-            if p.pid == me.pid:
-                out["driver"] += mem.rss
-            elif "RayTrainWorker" in " ".join(p.cmdline()):
-                out["workers"] += mem.rss
+            rss = p.memory_info().rss
+            name = "driver" if p.pid == me.pid else _process_name(p)
+            if pss:
+                out["pss"] += getattr(p.memory_full_info(), "pss", rss)
         except psutil.Error:
-            pass
+            continue
+        out["total"] += rss
+        out["by_name"][name] = out["by_name"].get(name, 0) + rss
+        if p.pid == me.pid:
+            out["driver"] += rss
+        elif "RayTrainWorker" in name:
+            out["workers"] += rss
     return out
 
 
 class PeakMemory:
-    """Peaks of ``_memory_of_tree`` sampled every 0.2 s while the block runs (``at_peak``: the split
-    at the moment of the RSS peak)."""
+    """Peaks of ``_memory_of_tree``: RSS sampled every 0.2 s, PSS every 2 s (it is costly; see
+    ``_memory_of_tree``: sampling it every 0.2 s took ~15% of a core from the measured run). ``at_peak``:
+    the split at the moment of the RSS peak."""
 
     def __init__(self):
         self.total = self.workers = self.pss = 0
@@ -130,8 +144,10 @@ class PeakMemory:
         self._thread.join()
 
     def _run(self):
+        tick = 0
         while not self._stop.wait(0.2):
-            mem = _memory_of_tree()
+            mem = _memory_of_tree(pss=tick % 10 == 0)
+            tick += 1
             if mem["total"] > self.total:
                 self.total, self.at_peak = mem["total"], mem
             self.workers, self.pss = max(self.workers, mem["workers"]), max(self.pss, mem["pss"])
@@ -168,7 +184,8 @@ def reweight(data: Path, n: int, workers: int, cfg: ReweightConfig, device: str,
         "peak_rss_total_gb": rss.total / 1e9,
         "peak_rss_workers_gb": rss.workers / 1e9,
         "peak_pss_total_gb": rss.pss / 1e9,
-        "rss_at_peak_gb": {k: v / 1e9 for k, v in rss.at_peak.items()},
+        "rss_at_peak_gb": {k: v / 1e9 for k, v in rss.at_peak.items() if k != "by_name"},
+        "rss_at_peak_by_process_gb": {k: v / 1e9 for k, v in rss.at_peak.get("by_name", {}).items()},
         # this process only: Ray Train workers' GPU memory is not visible here
         "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1e9 if gpu and workers == 1 else None,
     }
@@ -184,6 +201,9 @@ def show(r: dict) -> None:
         workers += (
             f"at the peak: driver {split['driver']:.2f} + workers {split['workers']:.2f} + Ray's own {rest:.2f} GB, "
         )
+    by_name = sorted(r["rss_at_peak_by_process_gb"].items(), key=lambda kv: -kv[1])
+    if r["workers"] > 1:
+        workers += "by process: " + ", ".join(f"{k} {v:.2f}" for k, v in by_name) + " GB | "
     print(
         f"{r['step']:>6} N={r['n']:>10,} W={r['workers']} {r['device']}: {r['iteration_s']:.2f} s/outer iteration "
         f"({ph}) | {r['samples_per_s']:,.0f} samples/s | first iteration {r['first_iteration_s']:.2f}s | "

@@ -35,7 +35,7 @@ from sungen_ray.generation.pool_writer import pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
 from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk
-from sungen_ray.generation.watchdog import watch_for_stall
+from sungen_ray.generation.watchdog import stream_dataset
 from sungen_ray.parallel.progress import EVERY_S, MIN_RATE_WINDOW_S, Progress
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
@@ -171,10 +171,7 @@ def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
 
 
 def stream_engine(cfg: GenerateConfig, opts: EngineOptions, ds, heartbeat_s: float | None = None):
-    ds = engine_stage(cfg.engine, ds, opts)
-    return watch_for_stall(
-        ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), cfg.stall_timeout_s, heartbeat_s
-    )
+    return stream_dataset(engine_stage(cfg.engine, ds, opts), cfg.stall_timeout_s, heartbeat_s)
 
 
 def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:

@@ -6,7 +6,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sungen_ray.errors import SungenError
 
@@ -15,15 +15,40 @@ class GenerationStalled(SungenError):
     pass
 
 
-def watch_for_stall(batches: Iterator, timeout_s: float, heartbeat_s: float | None = None) -> Iterator:
+def stream_dataset(ds, timeout_s: float, heartbeat_s: float | None = None) -> Iterator:
+    """``ds``'s numpy batches under ``watch_for_stall``; its execution ends when the caller stops
+    reading (early, on a stall or on an error), not when a blocked pull returns."""
+    batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    return watch_for_stall(batches, timeout_s, heartbeat_s, on_exit=lambda: end_execution(ds))
+
+
+def end_execution(ds) -> None:
+    """Shut ``ds``'s running execution down (its actors, tasks and its claim on the cluster).
+
+    Ray Data ends an execution when its iterator is closed or its Dataset collected. Neither
+    happens while the thread pulling from it is blocked waiting for a block that is minutes away
+    (an engine batch, a starting engine): the execution then ran on beside the next round's,
+    holding its CPUs and half the object store budget, and that round's first output came minutes
+    late (README, "The demo pipeline"). No public call ends an execution (ray 2.60), and the
+    Dataset only records its executor once the first block is out, so it is found as what it also
+    is, the thread named after the dataset's id; if Ray renames it, nothing is shut down here."""
+    name = f"StreamingExecutor-{ds.get_dataset_id()}"
+    for thread in threading.enumerate():
+        if thread.name == name and hasattr(thread, "shutdown"):
+            thread.shutdown(force=True)
+
+
+def watch_for_stall(
+    batches: Iterator, timeout_s: float, heartbeat_s: float | None = None, on_exit: Callable[[], None] | None = None
+) -> Iterator:
     """Yield ``batches`` (pulled by a helper thread) and raise if none arrives for ``timeout_s``.
 
     The Ray Data iterator blocks without a deadline, so it is drained by a thread and the caller
     waits on a queue with one. With ``heartbeat_s`` it also yields ``None`` whenever that long passes
     without a batch, so the caller can show progress during engine start-up. Leaving the loop early
     closes the Ray Data iterator, which shuts its pipeline (and the engine actors) down. On a stall
-    the engine actors are left to the Ray session (the CLI and the driver exit on the error; a
-    long-lived process should call ``ray.shutdown()``)."""
+    the pump may stay blocked; ``on_exit`` (see ``stream_dataset``) then ends the execution from the
+    consumer's side."""
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -74,3 +99,5 @@ def watch_for_stall(batches: Iterator, timeout_s: float, heartbeat_s: float | No
             yield item
     finally:
         stop.set()
+        if on_exit is not None:
+            on_exit()
