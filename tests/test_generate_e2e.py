@@ -172,3 +172,31 @@ def test_vllm_rows_are_seeded_per_row_across_replicas(ray_local, default_model):
     assert not differing, f"rows {differing} gave different texts for the same row id (not seeded per row)"
     firsts = [t[0] for t in texts.values()]
     assert len(set(firsts)) == len(firsts), "distinct row ids sampled the same text"
+
+
+def test_a_finished_round_leaves_no_stream_running(ray_local, default_model, tmp_path):
+    # The prompt stream is oversized; the driver stops reading once every label is full. The
+    # stream must end right there: in the demo the first round's pipeline went on generating the
+    # rest of its 2000 prompts beside the second round's engines, which waited 300 s for output.
+    import threading
+    import time
+
+    def streams() -> set[threading.Thread]:
+        names = ("sungen-generate-stream", "StreamingExecutor-")
+        return {t for t in threading.enumerate() if t.name.startswith(names)}
+
+    before = streams()
+    cfg = GenerateConfig(
+        task="sst2",
+        num_samples=8,
+        out=str(tmp_path / "pool"),
+        engine="transformers",
+        batch_size=8,
+        replicas=1,
+        max_prompts_per_sample=50,  # 400 prompts on offer, a few batches used
+    )
+    generate(cfg)
+    deadline = time.monotonic() + 10
+    while (running := streams() - before) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not running, f"{sorted(t.name for t in running)} still running 10 s after the round ended"

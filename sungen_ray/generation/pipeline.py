@@ -286,6 +286,10 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         try:
             consume(stream, spec, targets, tally, seen, f"r{cfg.round}", on_flush=flush, progress=progress)
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
+            # Close the stream now, not when the generator is collected: a round's stream left open
+            # kept its engines generating the rest of the oversized prompt range beside the next
+            # round's (see generation/watchdog.py, end_execution).
+            stream.close()
             progress.close()
             tally.close_window(opts.replicas)
             flush()
