@@ -48,7 +48,7 @@ def run_layout(layout: str, samples: int, rounds: int, root: str) -> list[dict]:
                 "layout": layout,
                 "round": r,
                 "wall_s": wall,
-                "first_output_s": m["seconds"] - m["engine_seconds"],
+                "first_output_s": m["startup_seconds"] or 0.0,
                 "engine_tokens_per_s": m["engine_tokens_per_s"],
                 "kept_per_s": m["kept"] / wall,
                 "prompts": m["prompts_sent"],

@@ -98,6 +98,8 @@ def consume(
             continue
         if first_output is None:
             first_output = time.perf_counter()
+            if tally.startup_seconds is None:
+                tally.startup_seconds = first_output - start
             progress.note(f"first output after {first_output - start:.0f} s (engine start-up)")
         for i in range(len(batch["row_id"])):
             row_id = int(batch["row_id"][i])
@@ -334,6 +336,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "tokens_per_s": round(tally.tokens / seconds, 2) if seconds else None,
         # the same rates over generation time only (engine start-up and condition stage excluded)
         "engine_seconds": round(tally.engine_seconds, 2),
+        # from streaming the prompts to the first engine output: engine start-up, as the user waits it
+        "startup_seconds": None if tally.startup_seconds is None else round(tally.startup_seconds, 2),
         "engine_tokens_per_s": round(tally.tokens / tally.engine_seconds, 2) if tally.engine_seconds else None,
         "engine_samples_per_s": round(len(tally.kept) / tally.engine_seconds, 3) if tally.engine_seconds else None,
     }

@@ -34,6 +34,7 @@ class Tally:
     row_ids: set[int] = dataclasses.field(default_factory=set)
     engines: set[str] = dataclasses.field(default_factory=set)
     engine_restarts: int = 0  # summed over passes
+    startup_seconds: float | None = None  # this call's wait for the first engine output (start-up)
 
     def close_window(self, replicas: int) -> None:
         if self.last_done > self.first_submit:

@@ -76,13 +76,29 @@ def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, worl
         parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
         start += len(chunk)
     rows = np.flatnonzero(mine)
-    return Shard(
+    shard = Shard(
         idx=torch.from_numpy(idx[rows]),
         labels=torch.from_numpy(labels[rows]),
         data=concat_encoded(parts),
         num_labels=num_labels,
         encoder=encoder,
     )
+    del parts, idx, labels, mine
+    release_free_memory()
+    return shard
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by the streamed read back to the OS. Arrow's allocator and glibc's malloc
+    keep freed chunk buffers and Python strings for reuse, so a worker's RSS stayed at what the
+    read needed at its peak instead of what the shard holds for the rest of the run."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its pages
+        pass
 
 
 def _check_workers(world_size: int, n: int) -> None:
