@@ -9,6 +9,11 @@ weights, (c) on the clean rows only (oracle), on a held-out split with true labe
 The loop runs with the user's defaults (``ReweightConfig``), so its stopping rule decides when it
 ends; (b) keeps the top ``--keep`` fraction within each label (``selection.select``, mode
 ``per_label_top``, as the product does) and is also reported as training with the weights.
+
+A peer, side by side (``--cleanlab``, needs ``pip install -e .[bench]``): cleanlab's label-quality
+scores from cross-validated probabilities of the same TAM (``--cv-folds`` folds, each fit like the
+final TAM), their ROC-AUC for clean vs flipped beside SunGen's, and the same per-label top
+``--keep`` selection by that score.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.data.labelled import read_labelled
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.loop import Shard, run
-from sungen_ray.tam import accuracy, build_encoder, build_model, train
+from sungen_ray.tam import accuracy, build_encoder, build_model, predict_logits, train
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -58,6 +63,30 @@ def fit_and_score(cfg, enc, train_x, train_y, test_x, test_y, num_labels, epochs
     return accuracy(model, test_x, test_y)
 
 
+def cross_validated_probs(cfg, enc, x, y, num_labels: int, folds: int, epochs: int, seed: int) -> np.ndarray:
+    """Out-of-fold class probabilities: each row predicted by a TAM that never saw it (what
+    cleanlab's scores assume)."""
+    fold_of = np.random.default_rng(seed + 17).permutation(len(y)) % folds
+    probs = np.zeros((len(y), num_labels), dtype=np.float64)
+    for k in range(folds):
+        held, fit_rows = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
+        torch.manual_seed(seed * folds + k)
+        model = build_model(cfg.tam, enc, x.subset(torch.from_numpy(fit_rows)), num_labels)
+        fit_idx = torch.from_numpy(fit_rows)
+        train(model, x.subset(fit_idx), y[fit_idx], cfg=cfg.tam, epochs=epochs, seed=seed)
+        logits = predict_logits(model, x.subset(torch.from_numpy(held)))
+        probs[held] = torch.softmax(logits.double(), 1).cpu().numpy()
+    return probs
+
+
+def cleanlab_scores(noisy_y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    try:
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError as exc:
+        raise SystemExit("--cleanlab needs cleanlab: pip install -e '.[bench]'") from exc
+    return get_label_quality_scores(noisy_y, probs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gold", required=True)
@@ -72,12 +101,23 @@ def main() -> None:
     ap.add_argument("--outer-losses", nargs="+", default=["rce", "ce"])
     ap.add_argument("--config", type=json.loads, default={}, help="extra ReweightConfig fields as JSON")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a loaded machine)")
+    ap.add_argument("--cleanlab", action="store_true", help="also score the rows with cleanlab (a peer)")
+    ap.add_argument("--cv-folds", type=int, default=5, help="folds for cleanlab's out-of-fold probabilities")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     gold = read_labelled(args.gold, min_labels=2)
     num_labels = int(gold.label.max()) + 1
     results = [run_seed(args, gold, num_labels, seed) for seed in args.seeds]
+    if args.cleanlab:
+        sungen = [r[f"{args.outer_losses[0]}_auc"] for r in results]
+        peer = [r["cleanlab_auc"] for r in results]
+        spread = (lambda v: f" +- {np.std(v, ddof=1):.4f}") if len(results) > 1 else (lambda v: "")
+        print(
+            f"ROC-AUC clean vs flipped (flip {args.flip}, from_label {args.from_label}, seeds {args.seeds}): "
+            f"SunGen ({args.outer_losses[0]}) {np.mean(sungen):.4f}{spread(sungen)} | cleanlab {np.mean(peer):.4f}"
+            f"{spread(peer)} | SunGen - cleanlab {np.mean(sungen) - np.mean(peer):+.4f}"
+        )
     if len(results) > 1:
         print(f"mean +- std over seeds {args.seeds}:")
         for key in results[0]:
@@ -111,6 +151,19 @@ def run_seed(args, gold, num_labels: int, seed: int) -> dict:
     )
     print(f"  (a) uniform on all noisy: {acc_a:.4f}   (c) clean-only oracle: {acc_c:.4f}")
     result = {"a_uniform": acc_a, "c_clean": acc_c}
+    if args.cleanlab:
+        clock = time.perf_counter()
+        probs = cross_validated_probs(cfg, enc, train_x, ny, num_labels, args.cv_folds, args.final_epochs, seed)
+        score = cleanlab_scores(noisy_y, probs)
+        keep_mask = select(score, noisy_y, SelectConfig(mode="per_label_top", fraction=args.keep))
+        keep = torch.from_numpy(np.flatnonzero(keep_mask))
+        acc_cl = fit(train_x.subset(keep), ny[keep])
+        result.update({"cleanlab_auc": roc_auc(score, ~flipped), "cleanlab_b_top": acc_cl})
+        print(
+            f"  cleanlab ({args.cv_folds}-fold {args.tam} probabilities, {time.perf_counter() - clock:.1f} s): AUC "
+            f"{result['cleanlab_auc']:.4f} | per-label top {args.keep:.0%}: {acc_cl:.4f} | flipped share kept "
+            f"{flipped[keep_mask].mean():.3f}"
+        )
     for loss in args.outer_losses:
         shard = Shard(torch.from_numpy(gold.idx[tr]), ny, train_x, num_labels, enc)
         aucs = []
