@@ -75,7 +75,7 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
 
 # Fields added after runs were recorded are left out of a stage's inputs while they hold their
 # default, so a run finished before they existed is resumed, not redone, only because the field exists.
-LEFT_OUT_AT_DEFAULT = {"fd_max_move": 1e-2, "sparse": True}
+LEFT_OUT_AT_DEFAULT = {"fd_max_move": 1e-2, "sparse": True, "fixed_inner_order": False}
 
 
 def _semantic(cfg) -> dict:

@@ -26,6 +26,9 @@ class ReweightConfig:
     # flipped ones, and they gained weight (README, Reweighting finds injected label noise).
     outer_balance: bool = True
     inner_epochs: int = 1  # E, from the same phi_0 every outer iteration
+    # the inner problem's batch order: a new order every outer iteration (the reference code's way),
+    # or one order for all, so alignments differ between iterations only by the weights (an ablation)
+    fixed_inner_order: bool = False
     valid_size: int = 50_000  # synthetic validation subset V (capped at the pool size)
     # subtract the weighted mean alignment: "global" is the dS/dtheta term of the exact look-ahead
     # gradient; "label" does it within each label so no label gains or loses weight as a block

@@ -132,7 +132,7 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
             w,
             cfg=cfg.tam,
             epochs=cfg.inner_epochs,
-            seed=cfg.seed * 1000 + t,
+            seed=cfg.seed * 1000 + (0 if cfg.fixed_inner_order else t),
             lr=lr,
             coll=coll,
             ids=shard.idx,  # the same global batches for any number of workers

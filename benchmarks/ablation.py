@@ -1,0 +1,135 @@
+"""Which of the reweighting's defaults earn their place: one variant per row on one generated pool.
+
+Every row reweights the same pool (in this process, ``reweight_pool``), selects, trains the same
+final TAM on what it kept and scores it on a gold set; 3 seeds each (the seed varies reweighting
+and final training, not the pool). Rows (``--rows`` picks a subset):
+
+- ``defaults``: the shipped defaults (per-label top 70%);
+- ``reference``: the public reference code's setting: no early stop, 100 outer iterations,
+  no centring, no outer label balance, final training on every sample weighted by w;
+- one deviation switched at a time: ``no_stop``, ``center_global``, ``center_none``,
+  ``no_outer_balance``, ``tau_per_label``, ``fixed_inner_order``;
+- final selection on the defaults' weights: ``top50``, ``top90``, ``threshold05``, ``weighted_all``.
+
+Rows that share a reweighting config share its run (the selection rows reuse ``defaults``).
+Printed per row: train size, accuracy and macro-F1 (mean ± std over seeds), outer iterations.
+No gold data enters the method: the gold set only scores the rows.
+
+    python benchmarks/ablation.py --pool /work/pools/sst2-20k --task sst2 \\
+        --gold ../shared/data/sst2/validation.jsonl --tam minilm --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sungen_ray.config import config_hash, from_dict
+from sungen_ray.curate.selection import SelectConfig, select
+from sungen_ray.curate.weights import read_weights
+from sungen_ray.data.atomic import read_json
+from sungen_ray.data.labelled import read_labelled
+from sungen_ray.reweight.api import reweight_pool
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.tam import final as final_model
+from sungen_ray.tasks.spec import load_task
+
+TOP70 = {"mode": "per_label_top", "fraction": 0.7}
+# row -> (reweighting overrides, selection)
+ROWS: dict[str, tuple[dict, dict]] = {
+    "defaults": ({}, TOP70),
+    "reference": (
+        {"stop_patience": 0, "outer_iters": 100, "center": "none", "outer_balance": False},
+        {"mode": "all", "weighted": True},
+    ),
+    "no_stop": ({"stop_patience": 0}, TOP70),
+    "center_global": ({"center": "global"}, TOP70),
+    "center_none": ({"center": "none"}, TOP70),
+    "no_outer_balance": ({"outer_balance": False}, TOP70),
+    "tau_per_label": ({"tau_per_label": True}, TOP70),
+    "fixed_inner_order": ({"fixed_inner_order": True}, TOP70),
+    "top50": ({}, {"mode": "per_label_top", "fraction": 0.5}),
+    "top90": ({}, {"mode": "per_label_top", "fraction": 0.9}),
+    "threshold05": ({}, {"mode": "threshold", "threshold": 0.5}),
+    "weighted_all": ({}, {"mode": "all", "weighted": True}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", required=True, help="a generated pool (sungen-ray generate --out DIR)")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--gold", required=True)
+    ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"])
+    ap.add_argument("--final-tam", default=None, help="final TAM (default: --tam)")
+    ap.add_argument("--epochs", type=int, default=5, help="final TAM epochs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--work", default="runs/ablation", help="reweighting outputs (re-runs reuse them)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    spec = load_task(args.task)
+    data_dir = Path(args.pool) / "data"
+    pool = read_labelled(data_dir, num_labels=spec.num_labels)
+    print(
+        f"pool: {len(pool)} samples of {args.task} from {args.pool}; rows {args.rows}; seeds {args.seeds}", flush=True
+    )
+    results: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        for row in args.rows:
+            overrides, selection = ROWS[row]
+            rw_cfg = from_dict(ReweightConfig, {"tam": {"name": args.tam}, "seed": seed, **overrides}, "reweight")
+            key = config_hash(overrides)[:12]  # rows with the same overrides share the run
+            clock = time.perf_counter()
+            rw_dir = reweight_pool(data_dir, Path(args.work) / args.task / args.tam / f"seed{seed}-{key}", rw_cfg)
+            rw_s = time.perf_counter() - clock
+            iters = read_json(rw_dir / "metrics.json")["iterations_run"]
+            weights = read_weights(rw_dir, pool.idx)
+            sel = from_dict(SelectConfig, selection, "select")
+            keep = select(weights, pool.label, sel)
+            rows = np.flatnonzero(keep)
+            final_cfg = from_dict(
+                final_model.FinalConfig,
+                {"tam": {"name": args.final_tam or args.tam}, "epochs": args.epochs, "seed": seed},
+                "final",
+            )
+            trained = final_model.fit(
+                [pool.text[i] for i in rows],
+                pool.label[rows],
+                spec.label_names,
+                final_cfg,
+                weights[rows] if sel.weighted else None,
+            )
+            scores = final_model.evaluate(trained, args.gold)
+            r = {"n": len(rows), "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "iters": iters}
+            results.setdefault(row, []).append(r)
+            print(
+                f"seed {seed} {row:18s} n={len(rows):6d} accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} "
+                f"({iters} outer iterations, reweighting {rw_s:.0f} s)",
+                flush=True,
+            )
+
+    print(f"\n== ablation: {args.task}, {len(pool)} samples, TAM {args.tam}, seeds {args.seeds}, gold {args.gold}")
+    print("| row | train size | accuracy | macro-F1 | outer iterations |")
+    print("|---|---|---|---|---|")
+    summary = {}
+    for row in args.rows:
+        rs = results[row]
+        acc, f1 = np.array([r["accuracy"] for r in rs]), np.array([r["macro_f1"] for r in rs])
+        summary[row] = {"accuracy": acc.tolist(), "macro_f1": f1.tolist(), "n": rs[0]["n"]}
+        iters = sorted({r["iters"] for r in rs})
+        print(
+            f"| {row} | {rs[0]['n']} | {acc.mean():.4f} ± {acc.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} | "
+            f"{'-'.join(str(i) for i in (iters[0], iters[-1])) if len(iters) > 1 else iters[0]} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
