@@ -39,7 +39,16 @@ def main() -> None:
     ap.add_argument("--pool", default="runs/quality-sst2-pool", help="generated once, reused by later runs")
     ap.add_argument("--num-samples", type=int, default=20000)
     ap.add_argument("--replicas", type=int, default=2)
-    ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"])
+    ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"], help="the reweighting's TAM")
+    ap.add_argument(
+        "--final-tam", default=None, choices=["bow", "lstm", "minilm", "minilm-ft"], help="(default: --tam)"
+    )
+    ap.add_argument(
+        "--existing-pool", action="store_true", help="--pool was generated already (e.g. by sungen-ray generate)"
+    )
+    ap.add_argument(
+        "--cleanlab", action="store_true", help="add the cleanlab-filtered baseline (pip install -e .[bench])"
+    )
     ap.add_argument("--fraction", type=float, default=0.7)
     ap.add_argument("--outer-iters", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=5)
@@ -49,13 +58,16 @@ def main() -> None:
     args = ap.parse_args()
 
     spec = load_task(args.task)
-    generate(GenerateConfig(task=args.task, num_samples=args.num_samples, out=args.pool, replicas=args.replicas))
+    if not args.existing_pool:
+        generate(GenerateConfig(task=args.task, num_samples=args.num_samples, out=args.pool, replicas=args.replicas))
     data_dir = Path(args.pool) / "data"
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
     logprobs = read_table(data_dir).to_pandas().set_index("idx")["logprob"]
     print(f"pool: {len(pool)} samples from {args.pool}")
 
     results: dict[str, list[float]] = {}
+    f1s: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
     for seed in args.seeds:
         rw_cfg = from_dict(
             ReweightConfig, {"tam": {"name": args.tam}, "seed": seed, "outer_iters": args.outer_iters}, "reweight"
@@ -66,22 +78,41 @@ def main() -> None:
         weights = read_weights(rw_dir, pool.idx)
         keep = select(weights, pool.label, SelectConfig(mode="per_label_top", fraction=args.fraction))
         table = pd.DataFrame({"idx": pool.idx, "text": pool.text, "label": pool.label, "weight": weights, "keep": keep})
-        final_cfg = from_dict(final_model.FinalConfig, {"tam": {"name": args.tam}, "epochs": args.epochs, "seed": seed})
-        sets = training_sets(table, logprobs, ["zerogen", "confidence_tam", "confidence_plm"], False, spec, final_cfg)
+        final_tam = {"name": args.final_tam or args.tam}
+        final_cfg = from_dict(final_model.FinalConfig, {"tam": final_tam, "epochs": args.epochs, "seed": seed})
+        baselines = ["zerogen", "confidence_tam", "confidence_plm"] + (["cleanlab"] if args.cleanlab else [])
+        sets = training_sets(table, logprobs, baselines, False, spec, final_cfg)
         for variant, (texts, labels, w, _info) in sets.items():
             trained = final_model.fit(texts, labels, spec.label_names, final_cfg, w)
-            acc = final_model.evaluate(trained, args.gold)["accuracy"]
+            scores = final_model.evaluate(trained, args.gold)
+            acc = scores["accuracy"]
             results.setdefault(variant, []).append(acc)
-            print(f"seed {seed} {variant:15s} n={len(texts):6d} accuracy {acc:.4f}  (reweight {rw_s:.0f} s)")
+            f1s.setdefault(variant, []).append(scores["macro_f1"])
+            sizes[variant] = len(texts)
+            print(
+                f"seed {seed} {variant:15s} n={len(texts):6d} accuracy {acc:.4f} macro-F1 {scores['macro_f1']:.4f}  "
+                f"(reweight {rw_s:.0f} s)",
+                flush=True,
+            )
 
     print(
-        f"\n== {args.task}: {len(pool)} SmolLM2 samples, TAM {args.tam}, keep {args.fraction} per label, gold {args.gold}"
+        f"\n== {args.task}: {len(pool)} SmolLM2 samples, reweighting TAM {args.tam}, final TAM "
+        f"{args.final_tam or args.tam}, keep {args.fraction} per label, gold {args.gold}"
     )
+    print("| variant | train size | accuracy | macro-F1 |")
+    print("|---|---|---|---|")
     summary = {}
     for variant, accs in results.items():
-        summary[variant] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs}
+        summary[variant] = {
+            "mean": float(np.mean(accs)),
+            "std": float(np.std(accs)),
+            "runs": accs,
+            "macro_f1": f1s[variant],
+            "n": sizes[variant],
+        }
         print(
-            f"{variant:15s} accuracy {np.mean(accs):.4f} ± {np.std(accs):.4f}  ({', '.join(f'{a:.4f}' for a in accs)})"
+            f"| {variant} | {sizes[variant]} | {np.mean(accs):.4f} ± {np.std(accs):.4f} | "
+            f"{np.mean(f1s[variant]):.4f} ± {np.std(f1s[variant]):.4f} |"
         )
     gap = summary["sungen"]["mean"] - summary["zerogen"]["mean"]
     spread = max(summary["sungen"]["std"], summary["zerogen"]["std"])

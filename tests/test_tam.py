@@ -123,3 +123,28 @@ def test_row_adam_on_an_owned_range_steps_like_the_whole_table():
         part_opt.step(torch.tensor(rows), grad)
     assert part_opt.m.shape == (20, 4)
     torch.testing.assert_close(part, whole, rtol=0, atol=0)
+
+
+def test_fine_tuned_minilm_learns_saves_and_is_refused_as_the_inner_tam(tmp_path):
+    # The whole encoder trains (not only a head): its weights move, the model separates a sentiment
+    # task it starts at chance on, and a saved model predicts exactly what the trained one did.
+    import pytest
+
+    from sungen_ray.errors import SungenError
+    from sungen_ray.reweight.config import ReweightConfig
+    from sungen_ray.tam import final as final_model
+
+    texts, labels = sentiment_texts(64)
+    cfg = final_model.FinalConfig(tam=TamConfig(name="minilm-ft", max_len=16, lr=2e-4, batch_size=16), epochs=4)
+    before = build_model(cfg.tam, None, None, 2).encoder.embeddings.word_embeddings.weight.detach().clone()
+    trained = final_model.fit(texts, labels, ["negative", "positive"], cfg)
+    after = trained.model.encoder.embeddings.word_embeddings.weight.detach()
+    assert not torch.equal(before, after), "the encoder itself must be fine-tuned"
+    probs = trained.predict(texts)
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == labels).mean() > 0.9
+    final_model.save(tmp_path / "model", trained)
+    again = final_model.load(tmp_path / "model")
+    assert np.allclose(again.predict(texts), probs, atol=1e-5)
+    with pytest.raises(SungenError, match="minilm-ft.*final-model TAM"):
+        ReweightConfig(tam=TamConfig(name="minilm-ft")).validate()

@@ -71,6 +71,11 @@ class ReweightConfig:
         for name in ("stop_patience", "min_iters", "max_lr_retries"):
             if getattr(self, name) < 0:
                 raise SungenError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.tam.name == "minilm-ft":
+            raise SungenError(
+                "tam: 'minilm-ft' fine-tunes the whole encoder, a final-model TAM; reweight with 'minilm' "
+                "(frozen features), train the final model with 'minilm-ft'"
+            )
         if self.tam.name == "lstm" and self.hypergrad == "jvp":
             raise SungenError(
                 "hypergrad: 'jvp' is not supported by the lstm TAM (packed LSTM has no forward-mode rule); use fd"

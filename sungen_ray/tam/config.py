@@ -8,7 +8,7 @@ from typing import Literal
 
 from sungen_ray.errors import SungenError
 
-TamName = Literal["bow", "lstm", "minilm"]
+TamName = Literal["bow", "lstm", "minilm", "minilm-ft"]
 TAM_NAMES: tuple[str, ...] = typing.get_args(TamName)
 
 # Training defaults per TAM (inner problem of reweighting and the final TAM alike).
@@ -16,6 +16,8 @@ TRAIN_DEFAULTS = {
     "bow": {"optimizer": "adam", "lr": 0.01, "batch_size": 256},
     "lstm": {"optimizer": "adam", "lr": 0.002, "batch_size": 64},
     "minilm": {"optimizer": "adam", "lr": 0.003, "batch_size": 128},
+    # the usual BERT fine-tuning setting
+    "minilm-ft": {"optimizer": "adam", "lr": 3e-5, "batch_size": 32},
 }
 
 
@@ -28,7 +30,7 @@ class TamConfig:
     dim: int = 32
     # bow: train steps update only the table rows a batch touches (False: the dense table step)
     sparse: bool = True
-    # lstm: vocabulary size and truncation length
+    # lstm: vocabulary size and truncation length (minilm-ft: truncation length in tokens)
     vocab_size: int = 50_000
     max_len: int = 64
     # minilm: head hidden width (0 = linear head)

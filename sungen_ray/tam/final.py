@@ -24,6 +24,7 @@ from sungen_ray.tam.bow import BowEncoder
 from sungen_ray.tam.device import resolve_device, validate_device_name
 from sungen_ray.tam.lstm import LstmEncoder
 from sungen_ray.tam.minilm import MiniLMEncoder
+from sungen_ray.tam.minilm_ft import MiniLMTokenEncoder
 from sungen_ray.tam.registry import TamConfig, build_encoder, build_model
 from sungen_ray.tam.train import predict_logits, train
 
@@ -34,6 +35,9 @@ FORMAT = "sungen-ray-tam"
 FORMAT_VERSION = 1
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
+# rows per prediction batch where the default (8192) would not fit: a fine-tuned transformer's
+# attention over 8192 x 64 tokens takes gigabytes
+PREDICT_BATCH = {"minilm-ft": 256}
 
 
 @dataclass
@@ -59,7 +63,8 @@ class TrainedModel:
     def predict(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text."""
         device = next(self.model.parameters()).device
-        logits = predict_logits(self.model, self.encoder.encode(texts).to(device))
+        data = self.encoder.encode(texts).to(device)
+        logits = predict_logits(self.model, data, PREDICT_BATCH.get(self.tam.name, 8192))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
@@ -122,6 +127,8 @@ def encoder_state(encoder) -> dict:
         return {"kind": "lstm", **encoder.state()}
     if isinstance(encoder, MiniLMEncoder):
         return {"kind": "minilm", "model": MINILM_ID, **encoder.state()}
+    if isinstance(encoder, MiniLMTokenEncoder):
+        return {"kind": "minilm-ft", "model": MINILM_ID, **encoder.state()}
     raise SungenError(f"cannot save encoder of type {type(encoder).__name__}")
 
 
@@ -134,15 +141,16 @@ def encoder_from_state(state: dict, file: Path):
             from tokenizers import Tokenizer
 
             return LstmEncoder(Tokenizer.from_str(json.dumps(state["tokenizer"])), int(state["max_len"]))
-        if kind == "minilm":
+        if kind in ("minilm", "minilm-ft"):
             if state.get("model") != MINILM_ID:
                 raise SungenError(f"{file}: encoder.model {state.get('model')!r} is not {MINILM_ID!r}")
-            return MiniLMEncoder(max_len=int(state["max_len"]))
+            encoder = MiniLMEncoder if kind == "minilm" else MiniLMTokenEncoder
+            return encoder(max_len=int(state["max_len"]))
     except SungenError:
         raise
     except Exception as exc:  # noqa: BLE001 - KeyError, TypeError, the tokenizer's own parse errors
         raise SungenError(f"{file}: field 'encoder' is malformed ({type(exc).__name__}: {exc})") from exc
-    raise SungenError(f"{file}: field 'encoder.kind' must be bow, lstm or minilm, got {kind!r}")
+    raise SungenError(f"{file}: field 'encoder.kind' must be bow, lstm, minilm or minilm-ft, got {kind!r}")
 
 
 def _model_files(path: Path) -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ from sungen_ray.tam.config import TAM_NAMES, TRAIN_DEFAULTS, TamConfig  # noqa: 
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.lstm import LstmEncoder, LstmModel
 from sungen_ray.tam.minilm import HeadModel, MiniLMEncoder
+from sungen_ray.tam.minilm_ft import FineTunedMiniLM, MiniLMTokenEncoder
 
 
 def build_encoder(cfg: TamConfig, texts=None):
@@ -23,6 +24,8 @@ def build_encoder(cfg: TamConfig, texts=None):
         return LstmEncoder.fit(texts, cfg.vocab_size, cfg.max_len)
     if cfg.name == "minilm":
         return MiniLMEncoder()
+    if cfg.name == "minilm-ft":
+        return MiniLMTokenEncoder(cfg.max_len)
     raise SungenError(f"tam: unknown TAM {cfg.name!r}; choose one of {list(TAM_NAMES)}")
 
 
@@ -34,4 +37,6 @@ def build_model(cfg: TamConfig, encoder, encoded: Encoded, num_labels: int) -> n
         return LstmModel(encoder.vocab_size, num_labels)
     if cfg.name == "minilm":
         return HeadModel(encoded.features.shape[1], num_labels, cfg.hidden)
+    if cfg.name == "minilm-ft":
+        return FineTunedMiniLM(num_labels)
     raise SungenError(f"tam: unknown TAM {cfg.name!r}; choose one of {list(TAM_NAMES)}")
