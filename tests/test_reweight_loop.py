@@ -94,3 +94,23 @@ def test_loop_passes_inner_lr_as_lookahead_and_its_own_fd_cap(monkeypatch):
     assert seen[0]["lookahead_lr"] == 0.004
     assert seen[0]["fd_max_move"] == cfg.fd_max_move
     assert seen[0]["fd_eps"] == cfg.fd_eps
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_inner_order_changes_per_iteration_unless_fixed(monkeypatch, fixed):
+    """The inner problem's batch order comes from its seed: a new one every outer iteration by
+    default, one for all with fixed_inner_order (the ablation that takes shuffling noise out)."""
+    from sungen_ray.reweight import loop
+
+    seeds, real_train = [], loop.train
+
+    def recording(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", recording)
+    shard, _, cfg = _shard(100, iters=3)
+    cfg.fixed_inner_order = fixed
+    run(shard, cfg)
+    assert len(seeds) == 3
+    assert (len(set(seeds)) == 1) == fixed
