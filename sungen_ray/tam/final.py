@@ -35,9 +35,9 @@ FORMAT = "sungen-ray-tam"
 FORMAT_VERSION = 1
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
-# rows per prediction batch where the default (8192) would not fit: a fine-tuned transformer's
-# attention over 8192 x 64 tokens takes gigabytes
-PREDICT_BATCH = {"minilm-ft": 256}
+# rows per prediction batch, for every TAM (the predict CLI's chunk too): small enough for a
+# fine-tuned transformer's attention, whose 8192 x 64 tokens took gigabytes
+PREDICT_BATCH_ROWS = 1024
 
 
 @dataclass
@@ -64,7 +64,7 @@ class TrainedModel:
         """Class probabilities, one row per text."""
         device = next(self.model.parameters()).device
         data = self.encoder.encode(texts).to(device)
-        logits = predict_logits(self.model, data, PREDICT_BATCH.get(self.tam.name, 8192))
+        logits = predict_logits(self.model, data, PREDICT_BATCH_ROWS)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 

@@ -19,6 +19,7 @@ from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_table
 from sungen_ray.errors import SungenError
 from sungen_ray.tam.device import resolve_device
+from sungen_ray.tam.final import PREDICT_BATCH_ROWS
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 
@@ -37,7 +38,7 @@ def read_texts(path: str | Path) -> list[str]:
     return [str(t) for t in texts]
 
 
-def predict_proba(trained, texts: list[str], batch_size: int = 1024, device: str = "auto") -> np.ndarray:
+def predict_proba(trained, texts: list[str], batch_size: int = PREDICT_BATCH_ROWS, device: str = "auto") -> np.ndarray:
     """Class probabilities, one row per text, computed ``batch_size`` texts at a time."""
     if batch_size < 1:
         raise SungenError(f"--batch-size: must be >= 1, got {batch_size}")
