@@ -45,10 +45,10 @@ def watch_for_stall(
 
     The Ray Data iterator blocks without a deadline, so it is drained by a thread and the caller
     waits on a queue with one. With ``heartbeat_s`` it also yields ``None`` whenever that long passes
-    without a batch, so the caller can show progress during engine start-up. Leaving the loop early
-    closes the Ray Data iterator, which shuts its pipeline (and the engine actors) down. On a stall
-    the pump may stay blocked; ``on_exit`` (see ``stream_dataset``) then ends the execution from the
-    consumer's side."""
+    without a batch, so the caller can show progress during engine start-up. However the caller
+    leaves (done, early, on a stall or an error) the pump may still be blocked inside ``batches``, so
+    ``on_exit`` runs then, from the consumer's side: ``stream_dataset`` ends the Ray Data execution
+    with it."""
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -69,10 +69,6 @@ def watch_for_stall(
             put(("done", None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             put(("error", exc))
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # ends the Ray Data execution now instead of whenever it is garbage-collected
 
     threading.Thread(target=pump, name="sungen-generate-stream", daemon=True).start()
     wait = min(x for x in (timeout_s or math.inf, heartbeat_s or math.inf))
