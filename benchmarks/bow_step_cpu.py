@@ -32,8 +32,11 @@ def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str)
     import numpy as np
     import pyarrow.parquet as pq
     import torch
-    from sungen_ray.reweight.collectives import LocalCollectives, TorchDistCollectives
 
+    try:
+        from sungen_ray.parallel.collectives import LocalCollectives, TorchDistCollectives
+    except ImportError:  # a tree from before the layout of issue 9
+        from sungen_ray.reweight.collectives import LocalCollectives, TorchDistCollectives
     from sungen_ray.reweight.hypergrad import alignments
     from sungen_ray.tam.bow import BowEncoder
     from sungen_ray.tam.registry import TamConfig, build_model
