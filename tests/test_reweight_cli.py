@@ -12,7 +12,7 @@ def _write(path, rows):
     return str(path)
 
 
-def test_cli_writes_weights_and_metrics(tmp_path):
+def test_cli_writes_weights_and_metrics(tmp_path, capsys):
     texts, labels = sentiment_texts(300)
     noisy, _ = flip(labels, 0.2)
     data = _write(tmp_path / "pool.jsonl", [{"text": t, "label": int(y)} for t, y in zip(texts, noisy)])
@@ -26,7 +26,11 @@ def test_cli_writes_weights_and_metrics(tmp_path):
     assert table.column_names == ["idx", "theta", "weight"] and table.num_rows == 300
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations_run"] == 3 and metrics["iterations"][0]["hypergrad"] == "fd"
-    assert main(args) == 0  # a re-run resumes: nothing left to do, same weights
+    written = (out / "weights.parquet").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0  # a re-run of a finished run keeps its outputs: no encoding, nothing rewritten
+    assert "already finished, kept" in capsys.readouterr().out
+    assert (out / "weights.parquet").stat().st_mtime_ns == written
     assert pq.read_table(out / "weights.parquet").equals(table)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sungen_ray.data.atomic import ensure_writable_dir
 from sungen_ray.reweight.config import ReweightConfig
-from sungen_ray.reweight.outputs import check_out_dir, log_iteration, run_digest
+from sungen_ray.reweight.outputs import check_out_dir, finished_output, log_iteration, read_summary, run_digest
 
 
 def reweight_pool(
@@ -55,12 +55,17 @@ def reweight_pool(
     from sungen_ray.reweight.loop import run as run_loop
     from sungen_ray.reweight.loop import state_to
     from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
-    from sungen_ray.reweight.shard import load_shard
+    from sungen_ray.reweight.shard import load_shard, pool_ids_and_labels
     from sungen_ray.tam.device import resolve_device
 
     cfg.validate()
+    idx, _, _ = pool_ids_and_labels(data, num_labels)  # validates the pool without reading its texts
+    digest = run_digest(cfg, str(Path(data).resolve()), len(idx))
+    if finished_output(out, digest):
+        done = read_summary(out)
+        print(f"[reweight] already finished, kept {out / 'weights.parquet'} ({done['iterations_run']} iterations)")
+        return out
     shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
-    digest = run_digest(cfg, str(Path(data).resolve()), len(shard))
     state, history = load_state(out, digest)
     if state is not None:
         print(f"[reweight] resuming from iteration {state['iteration']} ({out / 'state.pt'})", flush=True)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from sungen_ray.config import from_dict, to_dict
-from sungen_ray.data.atomic import read_json
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -43,7 +42,14 @@ from sungen_ray.reweight.checkpoints import (
 )
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.faults import FAIL_ENV, maybe_fail
-from sungen_ray.reweight.outputs import check_out_dir, log_iteration, run_digest, write_outputs
+from sungen_ray.reweight.outputs import (
+    check_out_dir,
+    finished_output,
+    log_iteration,
+    read_summary,
+    run_digest,
+    write_outputs,
+)
 
 
 class DistributedRunError(RuntimeError):
@@ -93,8 +99,8 @@ def run_distributed(
     name = f"reweight-{digest}"
     summary = {"run_name": name, "workers": workers, "num_samples": n, "out": str(out)}
 
-    if _finished_output(out, digest):
-        return {**summary, "skipped": True, **_read_summary(out)}
+    if finished_output(out, digest):
+        return {**summary, "skipped": True, **read_summary(out)}
     storage = storage_path or str(out / "checkpoints")
     fs, root = storage_fs(storage)
     run_dir = f"{root.rstrip('/')}/{name}"
@@ -126,22 +132,7 @@ def run_distributed(
     path, meta = latest
     idx, theta = read_weights(fs, path, workers)
     write_outputs(out, idx, theta, meta["history"], cfg, digest)
-    return {**summary, "skipped": False, "checkpoint": path, **_read_summary(out)}
-
-
-def _finished_output(out: Path, digest: str) -> bool:
-    metrics = out / "metrics.json"
-    if not (metrics.is_file() and (out / "weights.parquet").is_file()):
-        return False
-    try:
-        return read_json(metrics).get("config_hash") == digest
-    except (OSError, ValueError):
-        return False
-
-
-def _read_summary(out: Path) -> dict:
-    m = read_json(out / "metrics.json")
-    return {"iterations_run": m["iterations_run"], "stopped_early": m["stopped_early"]}
+    return {**summary, "skipped": False, "checkpoint": path, **read_summary(out)}
 
 
 def _fit(

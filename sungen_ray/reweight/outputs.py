@@ -68,6 +68,23 @@ def write_outputs(out: Path, idx, theta, history: list[dict], cfg, digest: str) 
     )
 
 
+def finished_output(out: Path, digest: str) -> bool:
+    """Whether ``out`` holds the finished outputs of this very run (same config, data and size), so a
+    re-run keeps them without reading the texts or encoding anything."""
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and (out / "weights.parquet").is_file()):
+        return False
+    try:
+        return read_json(metrics).get("config_hash") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def read_summary(out: Path) -> dict:
+    m = read_json(out / "metrics.json")
+    return {"iterations_run": m["iterations_run"], "stopped_early": m["stopped_early"]}
+
+
 def save_state(out: Path, state: dict, history: list[dict], digest: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".state.", dir=out)
