@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from sungen_ray.data import atomic
 from sungen_ray.data.labelled import LabelledData, read_table
 from sungen_ray.errors import SungenError
+from sungen_ray.parallel.progress import Progress
 from sungen_ray.tam.bow import BowEncoder
 from sungen_ray.tam.device import resolve_device, validate_device_name
 from sungen_ray.tam.lstm import LstmEncoder
@@ -38,6 +40,9 @@ MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
 # rows per prediction batch, for every TAM (the predict CLI's chunk too): small enough for a
 # fine-tuned transformer's attention, whose 8192 x 64 tokens took gigabytes
 PREDICT_BATCH_ROWS = 1024
+# a final fit that outlasts this reports its steps (a fine-tuned MiniLM takes many minutes a pass on
+# a CPU); shorter ones, like every fit in the demo, print nothing
+QUIET_FIT_S = 30.0
 
 
 @dataclass
@@ -86,10 +91,35 @@ def fit(
         model = build_model(cfg.tam, encoder, data, len(label_names)).to(device)
     w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
     y = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    losses = train(model, data, y, w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed)
+    on_step, close = _long_fit_progress(len(texts))
+    try:
+        losses = train(model, data, y, w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed, on_step=on_step)
+    finally:
+        close()
     if not all(math.isfinite(x) for x in losses):
         raise SungenError(f"final training diverged (loss {losses[-1]}); lower final.tam.lr")
     return TrainedModel(model=model, encoder=encoder, tam=cfg.tam, label_names=list(label_names))
+
+
+def _long_fit_progress(n: int):
+    """(on_step for ``train``, close): a progress line every few seconds once the fit has run
+    ``QUIET_FIT_S``, nothing before."""
+    t0, progress = time.perf_counter(), None
+
+    def on_step(done: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            if time.perf_counter() - t0 < QUIET_FIT_S:
+                return
+            progress = Progress(f"final, {n} samples", total, unit="steps", start=done)
+        progress.update(done)
+
+    def close() -> None:
+        if progress is not None:
+            progress.update(progress.done, force=True)  # where it ended, whatever the interval
+            progress.close()
+
+    return on_step, close
 
 
 def save(path: str | Path, trained: TrainedModel, meta: dict | None = None) -> Path:

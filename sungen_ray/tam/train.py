@@ -9,6 +9,7 @@ summed through the collectives (the DDP all-reduce, done by hand so the math is 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ def train(
     lr: float | None = None,
     coll: Collectives | None = None,
     ids: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Minimise sum_i w_i CE_i / sum_i w_i over all shards; returns the weighted mean loss per epoch.
 
@@ -57,7 +59,8 @@ def train(
     every step is then the same set of samples for any number of workers, so W workers compute
     what one process computes (up to the order of float additions). Without ids each worker
     shuffles its own shard. The loss per step is normalised by the global mean weight, which
-    makes a step the usual mean-loss step when all weights are 1.
+    makes a step the usual mean-loss step when all weights are 1. ``on_step(done, total)`` is
+    called after every step (progress of a long fit).
     """
     coll = coll or LocalCollectives()
     device = labels.device
@@ -86,7 +89,9 @@ def train(
     losses = []
     for epoch in range(epochs):
         epoch_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for rows in _step_rows(n_local, steps, seed, epoch, coll.rank, ids, device):
+        for step, rows in enumerate(_step_rows(n_local, steps, seed, epoch, coll.rank, ids, device)):
+            if on_step is not None and step:
+                on_step(epoch * steps + step, epochs * steps)
             opt.zero_grad(set_to_none=False)
             batch = data.batch(rows)
             if table_name is None:
@@ -110,6 +115,8 @@ def train(
             else:
                 sharded_row_step(coll, rows_opt, touched, row_grad, leaf.detach())
         losses.append(float(coll.all_reduce_sum(epoch_sum)) / s_global)
+        if on_step is not None:
+            on_step((epoch + 1) * steps, epochs * steps)
     return losses
 
 
