@@ -9,7 +9,9 @@ and final training, not the pool). Rows (``--rows`` picks a subset):
   no centring, no outer label balance, final training on every sample weighted by w;
 - one deviation switched at a time: ``no_stop``, ``center_global``, ``center_none``,
   ``no_outer_balance``, ``tau_per_label``, ``fixed_inner_order``;
-- final selection on the defaults' weights: ``top50``, ``top90``, ``threshold05``, ``weighted_all``.
+- final selection on the defaults' weights: ``top50``, ``top90``, ``threshold05``, ``weighted_all``;
+- a second pass, combining the single changes that helped on both tasks: ``center_none_top50``,
+  ``tau_top50``, ``none_tau_top50``, ``none_tau_nobal_top50``, ``reference_top50``.
 
 Rows that share a reweighting config share its run (the selection rows reuse ``defaults``).
 Printed per row: train size, accuracy and macro-F1 (mean ± std over seeds), outer iterations.
@@ -39,23 +41,28 @@ from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import load_task
 
 TOP70 = {"mode": "per_label_top", "fraction": 0.7}
+TOP50 = {"mode": "per_label_top", "fraction": 0.5}
+REFERENCE = {"stop_patience": 0, "outer_iters": 100, "center": "none", "outer_balance": False}
 # row -> (reweighting overrides, selection)
 ROWS: dict[str, tuple[dict, dict]] = {
     "defaults": ({}, TOP70),
-    "reference": (
-        {"stop_patience": 0, "outer_iters": 100, "center": "none", "outer_balance": False},
-        {"mode": "all", "weighted": True},
-    ),
+    "reference": (REFERENCE, {"mode": "all", "weighted": True}),
     "no_stop": ({"stop_patience": 0}, TOP70),
     "center_global": ({"center": "global"}, TOP70),
     "center_none": ({"center": "none"}, TOP70),
     "no_outer_balance": ({"outer_balance": False}, TOP70),
     "tau_per_label": ({"tau_per_label": True}, TOP70),
     "fixed_inner_order": ({"fixed_inner_order": True}, TOP70),
-    "top50": ({}, {"mode": "per_label_top", "fraction": 0.5}),
+    "top50": ({}, TOP50),
     "top90": ({}, {"mode": "per_label_top", "fraction": 0.9}),
     "threshold05": ({}, {"mode": "threshold", "threshold": 0.5}),
     "weighted_all": ({}, {"mode": "all", "weighted": True}),
+    # combinations of the single changes that helped on both tasks (second pass, same pools)
+    "center_none_top50": ({"center": "none"}, TOP50),
+    "none_tau_top50": ({"center": "none", "tau_per_label": True}, TOP50),
+    "none_tau_nobal_top50": ({"center": "none", "tau_per_label": True, "outer_balance": False}, TOP50),
+    "tau_top50": ({"tau_per_label": True}, TOP50),
+    "reference_top50": (REFERENCE, TOP50),
 }
 
 
