@@ -240,6 +240,8 @@ def main() -> None:
     print(f"config: {json.dumps(base)}, {args.iters} outer iterations, gold {[str(g) for g in args.gold]}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
 
+    if args.tmp:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         root = Path(tmp)
         results = []
