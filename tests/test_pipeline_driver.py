@@ -119,7 +119,7 @@ def test_driver_killed_between_stages_resumes_without_redoing_them(default_model
 
 def test_bad_config_names_the_field(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEMO.read_text().replace("fraction: 0.7", "fraction: 1.7"))
+    bad.write_text(DEMO.read_text().replace("fraction: 0.5", "fraction: 1.7"))
     assert pipeline_main(["--config", str(bad)]) == 2
     assert "select.fraction" in capsys.readouterr().err
     with pytest.raises(SungenError, match="reweight: unknown field"):
