@@ -22,7 +22,7 @@ import pandas as pd
 from sungen_ray.config import from_dict
 from sungen_ray.curate.baselines import training_sets
 from sungen_ray.curate.selection import SelectConfig, select
-from sungen_ray.curate.weights import read_weights
+from sungen_ray.curate.weights import ranked_by_label, read_weights
 from sungen_ray.data.labelled import read_labelled, read_table
 from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.pipeline import generate
@@ -135,13 +135,11 @@ def main() -> None:
 
 def show_ranked(pool, weights: np.ndarray, label_names: list[str], n: int) -> None:
     """Why a task wins or loses: what the weights put first and last within each label."""
-    for label, name in enumerate(label_names):
-        rows = np.flatnonzero(pool.label == label)
-        order = rows[np.argsort(-weights[rows], kind="stable")]
-        for side, picked in (("highest", order[:n]), ("lowest", order[::-1][:n])):
+    for name, ranked in ranked_by_label(pool.text, pool.label, weights, label_names, n).items():
+        for side in ("highest", "lowest"):
             print(f"-- {name}: {side}-weighted")
-            for i in picked:
-                print(f"   w={weights[i]:.3f}  {pool.text[i][:160]!r}")
+            for w, text in ranked[side]:
+                print(f"   w={w:.3f}  {text[:160]!r}")
 
 
 if __name__ == "__main__":

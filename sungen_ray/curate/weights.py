@@ -1,4 +1,4 @@
-"""Reading a reweighting run's weights back, aligned to a pool's rows."""
+"""Reading a reweighting run's weights back, aligned to a pool's rows, and what they rank first and last."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def read_weights(path: str | Path, idx: np.ndarray) -> np.ndarray:
     if not found.all():
         raise SungenError(f"{file}: no weight for {int((~found).sum())} pool rows (e.g. idx {int(idx[~found][0])})")
     return w[order][pos]
+
+
+def ranked_by_label(
+    texts: list[str], labels: np.ndarray, weights: np.ndarray, label_names: list[str], n: int
+) -> dict[str, dict[str, list[tuple[float, str]]]]:
+    """Each label's ``n`` highest- and lowest-weighted (weight, text) pairs: what the weights put
+    first and last within a label shows why a run helped or did not (the run report,
+    ``quality_synthetic.py --examples``)."""
+    ranked = {}
+    for label, name in enumerate(label_names):
+        rows = np.flatnonzero(labels == label)
+        order = rows[np.argsort(weights[rows], kind="stable")]
+        ranked[name] = {
+            "highest": [(float(weights[i]), texts[i]) for i in order[::-1][:n]],
+            "lowest": [(float(weights[i]), texts[i]) for i in order[:n]],
+        }
+    return ranked

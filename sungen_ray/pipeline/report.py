@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sungen_ray.curate.weights import ranked_by_label
 from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_table
 from sungen_ray.pipeline.layout import RunLayout
@@ -140,13 +141,9 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
         )
     final = read_stage(layout.final)
     table = read_table(layout.selected(len(cfg.rounds) - 1)).to_pandas()
-    examples = {}
-    for label, name in enumerate(spec.label_names):
-        rows = table[table.label == label].sort_values("weight")
-        examples[name] = {
-            "highest": [(float(w), t) for w, t in zip(rows.weight[::-1][:EXAMPLES], rows.text[::-1][:EXAMPLES])],
-            "lowest": [(float(w), t) for w, t in zip(rows.weight[:EXAMPLES], rows.text[:EXAMPLES])],
-        }
+    examples = ranked_by_label(
+        table.text.tolist(), table.label.to_numpy(), table.weight.to_numpy(), spec.label_names, EXAMPLES
+    )
     report = {
         "name": cfg.name,
         "task": spec.name,
