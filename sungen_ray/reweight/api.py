@@ -59,13 +59,15 @@ def reweight_pool(
     from sungen_ray.tam.device import resolve_device
 
     cfg.validate()
-    idx, _, _ = pool_ids_and_labels(data, num_labels)  # validates the pool without reading its texts
-    digest = run_digest(cfg, str(Path(data).resolve()), len(idx))
-    if finished_output(out, digest):
-        done = read_summary(out)
-        print(f"[reweight] already finished, kept {out / 'weights.parquet'} ({done['iterations_run']} iterations)")
-        return out
+    data_path = str(Path(data).resolve())
+    if (out / "metrics.json").is_file():  # a re-run: keep finished outputs before reading any text
+        n = len(pool_ids_and_labels(data, num_labels)[0])
+        if finished_output(out, run_digest(cfg, data_path, n)):
+            done = read_summary(out)
+            print(f"[reweight] already finished, kept {out / 'weights.parquet'} ({done['iterations_run']} iterations)")
+            return out
     shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
+    digest = run_digest(cfg, data_path, len(shard))
     state, history = load_state(out, digest)
     if state is not None:
         print(f"[reweight] resuming from iteration {state['iteration']} ({out / 'state.pt'})", flush=True)
