@@ -4,7 +4,8 @@ Every row reweights the same pool (in this process, ``reweight_pool``), selects,
 final TAM on what it kept and scores it on a gold set; 3 seeds each (the seed varies reweighting
 and final training, not the pool). Rows (``--rows`` picks a subset):
 
-- ``defaults``: the shipped defaults (per-label top 70%);
+- ``defaults``: the defaults the ablation started from (per-label top 70%; it moved selection to
+  ``top50``'s 50%);
 - ``reference``: the public reference code's setting: no early stop, 100 outer iterations,
   no centring, no outer label balance, final training on every sample weighted by w;
 - one deviation switched at a time: ``no_stop``, ``center_global``, ``center_none``,

@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument(
         "--cleanlab", action="store_true", help="add the cleanlab-filtered baseline (pip install -e .[bench])"
     )
-    ap.add_argument("--fraction", type=float, default=0.7)
+    ap.add_argument("--fraction", type=float, default=SelectConfig.fraction, help="(default: the shipped selection's)")
     ap.add_argument("--outer-iters", type=int, default=None, help="(default: the shipped ReweightConfig's)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
