@@ -70,6 +70,7 @@ def main() -> None:
 
     results: dict[str, list[float]] = {}
     f1s: dict[str, list[float]] = {}
+    class_f1s: dict[str, list[dict[str, float]]] = {}
     sizes: dict[str, int] = {}
     for seed in args.seeds:
         overrides = {} if args.outer_iters is None else {"outer_iters": args.outer_iters}
@@ -92,6 +93,7 @@ def main() -> None:
             acc = scores["accuracy"]
             results.setdefault(variant, []).append(acc)
             f1s.setdefault(variant, []).append(scores["macro_f1"])
+            class_f1s.setdefault(variant, []).append({k: c["f1"] for k, c in scores["per_class"].items()})
             sizes[variant] = len(texts)
             print(
                 f"seed {seed} {variant:15s} n={len(texts):6d} accuracy {acc:.4f} macro-F1 {scores['macro_f1']:.4f}  "
@@ -113,6 +115,7 @@ def main() -> None:
             "runs": accs,
             "macro_f1": f1s[variant],
             "n": sizes[variant],
+            "per_class_f1": {k: [run[k] for run in class_f1s[variant]] for k in spec.label_names},
         }
         print(
             f"| {variant} | {sizes[variant]} | {np.mean(accs):.4f} ± {np.std(accs):.4f} | "
@@ -129,8 +132,17 @@ def main() -> None:
             f"SunGen - {rival} = {gap:+.4f}; larger seed spread {spread:.4f}: SunGen is "
             f"{'above' if gap > spread else 'NOT above'} {rival} by more than the spread"
         )
+    show_per_class(summary, best_filter, spec.label_names)
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "verdicts": verdicts}, indent=2))
+
+
+def show_per_class(summary: dict, rival: str, label_names: list[str]) -> None:
+    """Where SunGen wins or loses against ``rival``: F1 per class, mean over seeds."""
+    print(f"\n| class | SunGen F1 | {rival} F1 | difference |\n|---|---|---|---|")
+    for name in label_names:
+        ours, theirs = (float(np.mean(summary[v]["per_class_f1"][name])) for v in ("sungen", rival))
+        print(f"| {name} | {ours:.4f} | {theirs:.4f} | {ours - theirs:+.4f} |")
 
 
 def show_ranked(pool, weights: np.ndarray, label_names: list[str], n: int) -> None:
