@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+
+from sungen_ray.errors import SungenError
 
 VERBOSE_ENV = "SUNGEN_RAY_VERBOSE"
 
@@ -61,15 +64,42 @@ def ensure_ray(min_cpus: int = 4) -> None:
     if address:
         ray.init(address=address, logging_level=level, logging_config=logging_config)
     else:
-        ray.init(
-            address="local",  # a private cluster even when another one runs on this machine
-            num_cpus=max(os.cpu_count() or 1, min_cpus),
-            include_dashboard=False,
-            logging_level=level,
-            logging_config=logging_config,
-            log_to_driver=True,
-        )
+        try:
+            ray.init(
+                address="local",  # a private cluster even when another one runs on this machine
+                num_cpus=max(os.cpu_count() or 1, min_cpus),
+                include_dashboard=False,
+                logging_level=level,
+                logging_config=logging_config,
+                log_to_driver=True,
+            )
+        except Exception as exc:  # Ray raises a bare Exception when its node fails to start
+            if "timed out during startup" not in str(exc):
+                raise
+            raise SungenError(local_start_failure()) from exc
     quiet_ray_data()
+
+
+def local_start_failure() -> str:
+    """Why a private local Ray did not start, with the cause Ray's own error leaves out: the raylet
+    exits when its dashboard agent (a Python process) is slower to start than it waits for, which
+    happens on a loaded machine (ray-project/ray#65983); the reason is only in the raylet's log."""
+    reason, log = "", None
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+
+        log = (Path(get_default_ray_temp_dir()) / "session_latest").resolve() / "logs" / "raylet.out"
+        fatal = [line for line in log.read_text(errors="replace").splitlines() if "Check failed" in line]
+        if fatal:
+            reason = fatal[-1].split("Check failed:", 1)[1].strip()[:300]
+    except (ImportError, OSError):  # a Ray without that helper, or no log: the advice still holds
+        pass
+    cause = f" (its log {log}" + (f" says: {reason})" if reason else ")") if log else ""
+    return (
+        "Ray could not start a local cluster: its raylet did not come up" + cause + ". On a loaded "
+        "machine Ray's dashboard agent can start slower than the raylet waits for it. Run again when the "
+        "load is lower, or start Ray once yourself (ray start --head) and run with RAY_ADDRESS=auto to join it."
+    )
 
 
 def cluster_has_gpus() -> bool:
