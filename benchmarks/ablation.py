@@ -100,7 +100,7 @@ def main() -> None:
             key = config_hash(overrides)[:12]  # rows with the same overrides share the run
             clock = time.perf_counter()
             runs = []
-            for rw_seed in [seed * k + j for j in range(k)] if k > 1 else [seed]:
+            for rw_seed in range(seed * k, seed * k + k):  # k = 1: the row's own seed
                 rw_cfg = from_dict(
                     ReweightConfig, {"tam": {"name": args.tam}, "seed": rw_seed, **overrides}, "reweight"
                 )
