@@ -88,8 +88,9 @@ def local_start_failure() -> str:
     try:
         from ray._common.utils import get_default_ray_temp_dir
 
-        log = (Path(get_default_ray_temp_dir()) / "session_latest").resolve() / "logs" / "raylet.out"
-        fatal = [line for line in log.read_text(errors="replace").splitlines() if "Check failed" in line]
+        found = (Path(get_default_ray_temp_dir()) / "session_latest").resolve() / "logs" / "raylet.out"
+        fatal = [line for line in found.read_text(errors="replace").splitlines() if "Check failed:" in line]
+        log = found
         if fatal:
             reason = fatal[-1].split("Check failed:", 1)[1].strip()[:300]
     except (ImportError, OSError):  # a Ray without that helper, or no log: the advice still holds
