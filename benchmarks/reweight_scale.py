@@ -91,13 +91,14 @@ def _process_name(p) -> str:
     return (p.name() or "?")[:32]
 
 
-def _memory_of_tree(pss: bool = True) -> dict:
+def _memory_of_tree(pss: bool = True, tree: bool = True) -> dict:
     """Memory of this process and all its descendants (Ray's raylet, GCS, Train controller and
     workers are children here): summed RSS, the same split into this process (the driver), the Ray
     Train workers and the rest (Ray's own processes), RSS by process name, and (``pss``) summed PSS
     (shared pages, e.g. libtorch mapped by every torch process, counted once overall instead of once
     per process). PSS walks every mapping of every process (~1 ms each in the kernel), so the sampler
-    asks for it less often than RSS. psutil comes with Ray; without it (the one-process path on a
+    asks for it less often than RSS. ``tree=False``: this process alone (a one-process run after a Ray
+    row, whose idle cluster would otherwise be counted). psutil comes with Ray; without it (the one-process path on a
     machine without Ray) /proc gives this process."""
     try:
         import psutil
@@ -107,7 +108,7 @@ def _memory_of_tree(pss: bool = True) -> dict:
         return {"total": rss, "driver": rss, "workers": 0, "pss": rss, "by_name": {"driver": rss}}
     me = psutil.Process()
     out = {"total": 0, "driver": 0, "workers": 0, "pss": 0, "by_name": {}}
-    for p in [me, *me.children(recursive=True)]:
+    for p in [me, *(me.children(recursive=True) if tree else [])]:
         try:
             rss = p.memory_info().rss
             name = "driver" if p.pid == me.pid else _process_name(p)
@@ -129,7 +130,8 @@ class PeakMemory:
     ``_memory_of_tree``: sampling it every 0.2 s took ~15% of a core from the measured run). ``at_peak``:
     the split at the moment of the RSS peak."""
 
-    def __init__(self):
+    def __init__(self, tree: bool = True):
+        self.tree = tree
         self.total = self.workers = self.pss = 0
         self.at_peak = {}
         self._stop = threading.Event()
@@ -146,7 +148,7 @@ class PeakMemory:
     def _run(self):
         tick = 0
         while not self._stop.wait(0.2):
-            mem = _memory_of_tree(pss=tick % 10 == 0)
+            mem = _memory_of_tree(pss=tick % 10 == 0, tree=self.tree)
             tick += 1
             if mem["total"] > self.total:
                 self.total, self.at_peak = mem["total"], mem
@@ -159,7 +161,7 @@ def reweight(data: Path, n: int, workers: int, cfg: ReweightConfig, device: str,
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     clock = time.perf_counter()
-    with PeakMemory() as rss:
+    with PeakMemory(tree=workers > 1) as rss:
         if workers == 1:
             cfg.device = device
             reweight_pool(data, out, cfg, workers=1)  # this process, no Ray
@@ -220,6 +222,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (W > 1: one GPU per Ray Train worker)")
     ap.add_argument("--tam", choices=["bow", "lstm", "minilm"], default="bow")
     ap.add_argument("--no-dense", action="store_true", help="skip the old dense bow step row")
+    ap.add_argument(
+        "--compare-workers",
+        type=int,
+        default=0,
+        help="a further row: the same step on this many workers (e.g. 1 beside --workers 2 on one machine)",
+    )
     ap.add_argument("--small", type=int, default=0, help="a second size, to show growth with N (0 = skip)")
     ap.add_argument("--iters", type=int, default=2, help="outer iterations per run (the last one is reported)")
     ap.add_argument("--gold", nargs="+", type=Path, default=[p for p in DEFAULT_GOLD if p.is_file()])
@@ -234,9 +242,12 @@ def main() -> None:
     args = ap.parse_args()
     base = {"outer_iters": args.iters, "stop_patience": 0, **args.config}
     base["tam"] = {**base.get("tam", {}), "name": args.tam}
-    steps = [("sparse" if args.tam == "bow" else args.tam, base)]
+    main_step = "sparse" if args.tam == "bow" else args.tam
+    steps = [(main_step, base, args.workers)]
     if args.tam == "bow" and not args.no_dense:
-        steps.append(("dense", {**base, "tam": {**base["tam"], "sparse": False}}))
+        steps.append(("dense", {**base, "tam": {**base["tam"], "sparse": False}}, args.workers))
+    if args.compare_workers:
+        steps.append((main_step, base, args.compare_workers))
     print(f"config: {json.dumps(base)}, {args.iters} outer iterations, gold {[str(g) for g in args.gold]}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
 
@@ -252,15 +263,20 @@ def main() -> None:
             with multiprocessing.get_context("spawn").Pool(1) as pool:  # its memory leaves with it
                 pool.apply(synthesise, (args.gold, n, args.flip, 0, data / "pool.parquet"))
             print(f"synthesised {n:,} rows in {time.perf_counter() - clock:.0f}s", flush=True)
-            for label, fields in steps:
-                results.append(
-                    reweight(data, n, args.workers, from_dict(ReweightConfig, fields), args.device, root, label)
-                )
+            for label, fields, workers in steps:
+                results.append(reweight(data, n, workers, from_dict(ReweightConfig, fields), args.device, root, label))
                 show(results[-1])
         print(f"\nsummary (load average at the end {os.getloadavg()})")
         for r in results:
             show(r)
-        big = {r["step"]: r for r in results if r["n"] == args.samples}
+        big = {r["step"]: r for r in results if r["n"] == args.samples and r["workers"] == args.workers}
+        other = [r for r in results if r["n"] == args.samples and r["workers"] == args.compare_workers]
+        if other:
+            print(
+                f"W={args.compare_workers} / W={args.workers} at N={args.samples:,}: "
+                f"x{other[0]['iteration_s'] / big[main_step]['iteration_s']:.2f} time per outer iteration, "
+                f"x{other[0]['peak_rss_total_gb'] / big[main_step]['peak_rss_total_gb']:.2f} peak RSS"
+            )
         if "dense" in big:
             print(
                 f"dense / sparse bow step at N={args.samples:,}, W={args.workers}: "
