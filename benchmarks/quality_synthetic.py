@@ -5,6 +5,10 @@ reweights the pool, keeps the top fraction per label, trains the final TAM, and 
 baselines on the same pool with the same TAM and seed (each keeping the same per-label fraction).
 Prints mean and spread over seeds of the accuracy on the gold set.
 
+Every fit's scores are kept in ``--work`` (JSON, keyed by seed, variant and the settings that change
+it), so an interrupted or partial run (``--variants``) resumes where it stopped: the minilm-ft table
+takes hours on a CPU and can be built over several runs.
+
     python benchmarks/quality_synthetic.py --gold ../shared/data/sst2/validation.jsonl \\
         --pool runs/quality-sst2-pool --num-samples 20000 --replicas 2 --tam minilm --seeds 0 1 2
 """
@@ -23,6 +27,7 @@ from sungen_ray.config import from_dict
 from sungen_ray.curate.baselines import training_sets
 from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import ranked_by_label, read_weights
+from sungen_ray.data.atomic import write_json
 from sungen_ray.data.labelled import read_labelled, read_table
 from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.pipeline import generate
@@ -30,6 +35,8 @@ from sungen_ray.reweight.api import reweight_pool
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import load_task
+
+VARIANTS = ("sungen", "zerogen", "confidence_tam", "confidence_plm", "cleanlab")
 
 
 def main() -> None:
@@ -42,6 +49,15 @@ def main() -> None:
     ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"], help="the reweighting's TAM")
     ap.add_argument(
         "--final-tam", default=None, choices=["bow", "lstm", "minilm", "minilm-ft"], help="(default: --tam)"
+    )
+    ap.add_argument(
+        "--filter-tam",
+        default=None,
+        choices=["bow", "lstm", "minilm", "minilm-ft"],
+        help="the TAM the confidence and cleanlab filters score with (default: the final TAM)",
+    )
+    ap.add_argument(
+        "--variants", nargs="+", default=None, choices=VARIANTS, help="rows to fit, in order (default: all)"
     )
     ap.add_argument(
         "--existing-pool", action="store_true", help="--pool was generated already (e.g. by sungen-ray generate)"
@@ -68,6 +84,9 @@ def main() -> None:
     logprobs = read_table(data_dir).to_pandas().set_index("idx")["logprob"]
     print(f"pool: {len(pool)} samples from {args.pool}")
 
+    final_tam = args.final_tam or args.tam
+    filter_tam = args.filter_tam or final_tam
+    variants = args.variants or [v for v in VARIANTS if v != "cleanlab" or args.cleanlab]
     results: dict[str, list[float]] = {}
     f1s: dict[str, list[float]] = {}
     class_f1s: dict[str, list[dict[str, float]]] = {}
@@ -83,27 +102,51 @@ def main() -> None:
             show_ranked(pool, weights, spec.label_names, args.examples)
         keep = select(weights, pool.label, SelectConfig(mode="per_label_top", fraction=args.fraction))
         table = pd.DataFrame({"idx": pool.idx, "text": pool.text, "label": pool.label, "weight": weights, "keep": keep})
-        final_tam = {"name": args.final_tam or args.tam}
-        final_cfg = from_dict(final_model.FinalConfig, {"tam": final_tam, "epochs": args.epochs, "seed": seed})
-        baselines = ["zerogen", "confidence_tam", "confidence_plm"] + (["cleanlab"] if args.cleanlab else [])
-        sets = training_sets(table, logprobs, baselines, False, spec, final_cfg)
-        for variant, (texts, labels, w, _info) in sets.items():
-            trained = final_model.fit(texts, labels, spec.label_names, final_cfg, w)
-            scores = final_model.evaluate(trained, args.gold)
-            acc = scores["accuracy"]
-            results.setdefault(variant, []).append(acc)
-            f1s.setdefault(variant, []).append(scores["macro_f1"])
-            class_f1s.setdefault(variant, []).append({k: c["f1"] for k, c in scores["per_class"].items()})
-            sizes[variant] = len(texts)
+        final_cfg = from_dict(
+            final_model.FinalConfig, {"tam": {"name": final_tam}, "epochs": args.epochs, "seed": seed}
+        )
+        filter_cfg = from_dict(
+            final_model.FinalConfig, {"tam": {"name": filter_tam}, "epochs": args.epochs, "seed": seed}
+        )
+        for variant in variants:
+            kept = (
+                Path(args.work)
+                / "fits"
+                / (
+                    f"seed{seed}-{variant}-rw-{args.tam}-it{args.outer_iters}-keep{args.fraction}"
+                    f"-final-{final_tam}-e{args.epochs}-filter-{filter_tam}.json"
+                )
+            )
+            if kept.is_file():
+                fit = json.loads(kept.read_text())
+                print(f"seed {seed} {variant:15s} kept from {kept}")
+            else:
+                baselines = [] if variant == "sungen" else [variant]
+                texts, labels, w, _info = training_sets(table, logprobs, baselines, False, spec, filter_cfg)[variant]
+                t1 = time.perf_counter()
+                trained = final_model.fit(texts, labels, spec.label_names, final_cfg, w)
+                scores = final_model.evaluate(trained, args.gold)
+                fit = {
+                    "accuracy": scores["accuracy"],
+                    "macro_f1": scores["macro_f1"],
+                    "per_class_f1": {k: c["f1"] for k, c in scores["per_class"].items()},
+                    "n": len(texts),
+                    "fit_s": time.perf_counter() - t1,
+                }
+                write_json(kept, fit)
+            results.setdefault(variant, []).append(fit["accuracy"])
+            f1s.setdefault(variant, []).append(fit["macro_f1"])
+            class_f1s.setdefault(variant, []).append(fit["per_class_f1"])
+            sizes[variant] = fit["n"]
             print(
-                f"seed {seed} {variant:15s} n={len(texts):6d} accuracy {acc:.4f} macro-F1 {scores['macro_f1']:.4f}  "
-                f"(reweight {rw_s:.0f} s)",
+                f"seed {seed} {variant:15s} n={fit['n']:6d} accuracy {fit['accuracy']:.4f} "
+                f"macro-F1 {fit['macro_f1']:.4f}  (reweight {rw_s:.0f} s, fit {fit['fit_s']:.0f} s)",
                 flush=True,
             )
 
     print(
         f"\n== {args.task}: {len(pool)} SmolLM2 samples, reweighting TAM {args.tam}, final TAM "
-        f"{args.final_tam or args.tam}, keep {args.fraction} per label, gold {args.gold}"
+        f"{final_tam}, filters score with {filter_tam}, keep {args.fraction} per label, gold {args.gold}"
     )
     print("| variant | train size | accuracy | macro-F1 |")
     print("|---|---|---|---|")
@@ -122,9 +165,9 @@ def main() -> None:
             f"{np.mean(f1s[variant]):.4f} ± {np.std(f1s[variant]):.4f} |"
         )
     filters = [v for v in summary if v not in ("sungen", "zerogen")]
-    best_filter = max(filters, key=lambda v: summary[v]["mean"])
+    best_filter = max(filters, key=lambda v: summary[v]["mean"]) if filters else None
     verdicts = {}
-    for rival in ("zerogen", best_filter):
+    for rival in [v for v in ("zerogen", best_filter) if v in summary and "sungen" in summary]:
         gap = summary["sungen"]["mean"] - summary[rival]["mean"]
         spread = max(summary["sungen"]["std"], summary[rival]["std"])
         verdicts[rival] = {"gap": gap, "spread": spread, "above": bool(gap > spread)}
@@ -132,7 +175,8 @@ def main() -> None:
             f"SunGen - {rival} = {gap:+.4f}; larger seed spread {spread:.4f}: SunGen is "
             f"{'above' if gap > spread else 'NOT above'} {rival} by more than the spread"
         )
-    show_per_class(summary, best_filter, spec.label_names)
+    if best_filter and "sungen" in summary:
+        show_per_class(summary, best_filter, spec.label_names)
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "verdicts": verdicts}, indent=2))
 
