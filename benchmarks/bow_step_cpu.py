@@ -1,7 +1,8 @@
 """CPU time of the sparse bag-of-words inner step and the jvp alignment pass, old code beside new.
 
-CPU time (``time.process_time``, one torch thread per process) rather than wall time, because this
-machine is shared and loaded: wall time there measures the neighbours. The pool is the one
+CPU time (``time.process_time``, one torch thread per process unless ``--threads``) rather than
+wall time, because this machine is shared and loaded: wall time there measures the neighbours. Wall
+time is printed beside it: on a quiet machine it shows the time workers wait on each other. The pool is the one
 ``reweight_scale.py`` synthesises (perturbed gold texts), 4096 rows a step, 2^18 buckets x 32.
 Each source tree given with ``--tree`` (e.g. an export of an older commit: ``git archive COMMIT |
 tar -x -C /tmp/old``) runs in its own child processes with that tree first on ``PYTHONPATH``; the
@@ -27,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str) -> dict:
+def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str, threads: int = 1) -> dict:
     """Per-step CPU ms of ``train`` on this rank's shard and the jvp pass's CPU ms per 1000 rows."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -42,7 +43,7 @@ def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str)
     from sungen_ray.tam.registry import TamConfig, build_model
     from sungen_ray.tam.train import train
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     coll = LocalCollectives()
     if world > 1:
         torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -63,11 +64,12 @@ def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str)
         return build_model(cfg, None, data, num_labels)
 
     train(fresh(), data, labels, weights, cfg=cfg, seed=99, ids=ids, coll=coll)  # warm-up
-    model, done, clock = fresh(), 0, time.process_time()
+    model, done, clock, wall = fresh(), 0, time.process_time(), time.perf_counter()
     while done < steps:  # one epoch is len(pool) / batch steps
         train(model, data, labels, weights, cfg=cfg, seed=done, ids=ids, coll=coll)
         done += -(-len(idx) // batch)
     step_ms = (time.process_time() - clock) / done * 1e3
+    wall_ms = (time.perf_counter() - wall) / done * 1e3
     g = {k: torch.randn_like(v) * 0.01 for k, v in model.named_parameters()}
     alignments("jvp", model, data.subset(torch.arange(64)), labels[:64], g)  # torch.func's first-call setup
     clock = time.process_time()
@@ -75,16 +77,17 @@ def measure(pool: str, rank: int, world: int, steps: int, batch: int, init: str)
     jvp_ms = (time.process_time() - clock) / len(ids) * 1e6
     if world > 1:
         torch.distributed.destroy_process_group()
-    return {"rank": rank, "step_ms": step_ms, "jvp_ms_per_1k": jvp_ms, "steps": done}
+    return {"rank": rank, "step_ms": step_ms, "wall_ms": wall_ms, "jvp_ms_per_1k": jvp_ms, "steps": done}
 
 
-def run_tree(tree: Path, pool: Path, workers: int, steps: int, batch: int) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+def run_tree(tree: Path, pool: Path, workers: int, steps: int, batch: int, threads: int = 1) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{tmp}/rendezvous"
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--child", str(pool), str(rank), str(workers), str(steps), str(batch), init],
+                [sys.executable, __file__, "--child", str(pool), str(rank), str(workers), str(steps), str(batch), init]
+                + [str(threads)],
                 env=env,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -99,8 +102,8 @@ def run_tree(tree: Path, pool: Path, workers: int, steps: int, batch: int) -> li
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        pool, rank, world, steps, batch, init = sys.argv[2:8]
-        print(json.dumps(measure(pool, int(rank), int(world), int(steps), int(batch), init)), flush=True)
+        pool, rank, world, steps, batch, init, threads = sys.argv[2:9]
+        print(json.dumps(measure(pool, int(rank), int(world), int(steps), int(batch), init, int(threads))), flush=True)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tree", action="append", type=Path, required=True, help="source tree (repeatable)")
@@ -109,6 +112,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     from reweight_scale import DEFAULT_GOLD, synthesise
@@ -120,14 +124,19 @@ def main() -> None:
         results = {str(t): [] for t in args.tree}
         for _ in range(args.reps):
             for tree in args.tree:
-                results[str(tree)].append(run_tree(tree.resolve(), pool, args.workers, args.steps, args.batch))
-    print(f"{args.rows:,} rows, batch {args.batch}, W={args.workers}, median of {args.reps} (load {os.getloadavg()})")
-    print(f"{'tree':<30} {'rank':>4} {'CPU ms / inner step':>20} {'jvp CPU ms / 1k rows':>21}")
+                results[str(tree)].append(
+                    run_tree(tree.resolve(), pool, args.workers, args.steps, args.batch, args.threads)
+                )
+    print(
+        f"{args.rows:,} rows, batch {args.batch}, W={args.workers}, {args.threads} thread(s) each, median of {args.reps} (load {os.getloadavg()})"
+    )
+    print(f"{'tree':<30} {'rank':>4} {'CPU ms / inner step':>20} {'wall ms / step':>15} {'jvp CPU ms / 1k rows':>21}")
     for tree, reps in results.items():
         for rank in range(args.workers):
             step = statistics.median(r[rank]["step_ms"] for r in reps)
+            wall = statistics.median(r[rank].get("wall_ms", float("nan")) for r in reps)  # older trees lack it
             jvp = statistics.median(r[rank]["jvp_ms_per_1k"] for r in reps)
-            print(f"{tree:<30} {rank:>4} {step:>20.1f} {jvp:>21.2f}")
+            print(f"{tree:<30} {rank:>4} {step:>20.1f} {wall:>15.1f} {jvp:>21.2f}")
 
 
 if __name__ == "__main__":
