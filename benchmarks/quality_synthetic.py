@@ -122,7 +122,10 @@ def main() -> None:
                 print(f"seed {seed} {variant:15s} kept from {kept}")
             else:
                 baselines = [] if variant == "sungen" else [variant]
-                texts, labels, w, _info = training_sets(table, logprobs, baselines, False, spec, filter_cfg)[variant]
+                sets = training_sets(table, logprobs, baselines, False, spec, filter_cfg)
+                if variant not in sets:  # e.g. confidence_plm on a pool without log-probs (said why)
+                    continue
+                texts, labels, w, _info = sets[variant]
                 t1 = time.perf_counter()
                 trained = final_model.fit(texts, labels, spec.label_names, final_cfg, w)
                 scores = final_model.evaluate(trained, args.gold)
