@@ -2,11 +2,11 @@
 
 CPU time (``time.process_time``, one torch thread per process unless ``--threads``) rather than
 wall time, because this machine is shared and loaded: wall time there measures the neighbours. Wall
-time is printed beside it: on a quiet machine it shows the time workers wait on each other. The pool is the one
-``reweight_scale.py`` synthesises (perturbed gold texts), 4096 rows a step, 2^18 buckets x 32.
-Each source tree given with ``--tree`` (e.g. an export of an older commit: ``git archive COMMIT |
-tar -x -C /tmp/old``) runs in its own child processes with that tree first on ``PYTHONPATH``; the
-trees take turns ``--reps`` times and the median is printed, so both columns see the same load.
+time is printed beside it: on a quiet machine it shows the time workers wait on each other. The
+pool is the one ``reweight_scale.py`` synthesises (perturbed gold texts), 4096 rows a step, 2^18
+buckets x 32. Each source tree given with ``--tree`` (e.g. an export of an older commit:
+``git archive COMMIT | tar -x -C /tmp/old``) runs in its own child processes with that tree first
+on ``PYTHONPATH``; the trees take turns ``--reps`` times and the median is printed, so both columns see the same load.
 ``--workers 2`` runs each measurement as two gloo processes (one shard each, as Ray Train workers
 would) and reports the CPU time of each, all-reduce included.
 
@@ -128,13 +128,14 @@ def main() -> None:
                     run_tree(tree.resolve(), pool, args.workers, args.steps, args.batch, args.threads)
                 )
     print(
-        f"{args.rows:,} rows, batch {args.batch}, W={args.workers}, {args.threads} thread(s) each, median of {args.reps} (load {os.getloadavg()})"
+        f"{args.rows:,} rows, batch {args.batch}, W={args.workers}, {args.threads} thread(s) each, "
+        f"median of {args.reps} (load {os.getloadavg()})"
     )
     print(f"{'tree':<30} {'rank':>4} {'CPU ms / inner step':>20} {'wall ms / step':>15} {'jvp CPU ms / 1k rows':>21}")
     for tree, reps in results.items():
         for rank in range(args.workers):
             step = statistics.median(r[rank]["step_ms"] for r in reps)
-            wall = statistics.median(r[rank].get("wall_ms", float("nan")) for r in reps)  # older trees lack it
+            wall = statistics.median(r[rank]["wall_ms"] for r in reps)
             jvp = statistics.median(r[rank]["jvp_ms_per_1k"] for r in reps)
             print(f"{tree:<30} {rank:>4} {step:>20.1f} {wall:>15.1f} {jvp:>21.2f}")
 

@@ -97,9 +97,9 @@ def _memory_of_tree(pss: bool = True, tree: bool = True) -> dict:
     Train workers and the rest (Ray's own processes), RSS by process name, and (``pss``) summed PSS
     (shared pages, e.g. libtorch mapped by every torch process, counted once overall instead of once
     per process). PSS walks every mapping of every process (~1 ms each in the kernel), so the sampler
-    asks for it less often than RSS. ``tree=False``: this process alone (a one-process run after a Ray
-    row, whose idle cluster would otherwise be counted). psutil comes with Ray; without it (the one-process path on a
-    machine without Ray) /proc gives this process."""
+    asks for it less often than RSS. ``tree=False``: this process alone (a one-process run after a
+    Ray row, whose idle cluster would otherwise be counted). psutil comes with Ray; without it (the
+    one-process path on a machine without Ray) /proc gives this process."""
     try:
         import psutil
     except ImportError:
