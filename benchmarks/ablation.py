@@ -15,7 +15,11 @@ and final training, not the pool). Rows (``--rows`` picks a subset):
   ``tau_top50``, ``none_tau_top50``, ``none_tau_nobal_top50``, ``reference_top50``;
 - ``ensemble3_top50``: the mean weight of 3 default reweighting runs (seeds 3s, 3s+1, 3s+2 for row
   seed s), then top 50%: whether averaging out the reweighting's seed (the spread measured on
-  dbpedia) helps.
+  dbpedia) helps;
+- two hybrids of the weights with the confidence filter's signal (a TAM trained on every sample,
+  uniform), after confidence-TAM beat SunGen on dbpedia: ``rank_mean_top50`` keeps the top 50% per
+  label by the mean of the two per-label ranks, ``agree_top50`` the top 50% by weight among the
+  samples that TAM assigns to their own label (then the others, by weight, if too few agree).
 
 Rows that share a reweighting config share its run (the selection rows reuse ``defaults``).
 Printed per row: train size, accuracy and macro-F1 (mean ± std over seeds), outer iterations.
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sungen_ray.config import config_hash, from_dict
+from sungen_ray.curate.baselines import tam_probabilities
 from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import read_weights
 from sungen_ray.data.atomic import read_json
@@ -68,8 +73,28 @@ ROWS: dict[str, tuple[dict, dict]] = {
     "tau_top50": ({"tau_per_label": True}, TOP50),
     "reference_top50": (REFERENCE, TOP50),
     "ensemble3_top50": ({}, TOP50),
+    "rank_mean_top50": ({}, TOP50),
+    "agree_top50": ({}, TOP50),
 }
 ENSEMBLE = {"ensemble3_top50": 3}  # row -> reweighting runs averaged
+HYBRID = ("rank_mean_top50", "agree_top50")  # rows whose selection score mixes in TAM confidence
+
+
+def per_label_rank(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rank within each label scaled to (0, 1], so labels of different sizes weigh alike."""
+    out = np.zeros(len(score))
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        out[rows[np.argsort(score[rows], kind="stable")]] = np.arange(1, len(rows) + 1) / len(rows)
+    return out
+
+
+def hybrid_score(row: str, weights: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if row == "rank_mean_top50":
+        own = probs[np.arange(len(labels)), labels]
+        return per_label_rank(weights, labels) + per_label_rank(own, labels)
+    agrees = probs.argmax(1) == labels
+    return weights + 2.0 * agrees  # weights lie in [0, 1]: every agreeing sample ranks first
 
 
 def main() -> None:
@@ -94,6 +119,7 @@ def main() -> None:
     )
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:
+        probs = None  # the confidence TAM's, fit once per seed for the hybrid rows
         for row in args.rows:
             overrides, selection = ROWS[row]
             k = ENSEMBLE.get(row, 1)
@@ -111,14 +137,22 @@ def main() -> None:
             rw_s = time.perf_counter() - clock
             iters = max(i for i, _ in runs)
             weights = np.mean([w for _, w in runs], axis=0)
-            sel = from_dict(SelectConfig, selection, "select")
-            keep = select(weights, pool.label, sel)
-            rows = np.flatnonzero(keep)
             final_cfg = from_dict(
                 final_model.FinalConfig,
                 {"tam": {"name": args.final_tam or args.tam}, "epochs": args.epochs, "seed": seed},
                 "final",
             )
+            score = weights
+            if row in HYBRID:
+                if probs is None:
+                    conf_cfg = from_dict(
+                        final_model.FinalConfig, {"tam": {"name": args.tam}, "epochs": args.epochs, "seed": seed}
+                    )
+                    probs = tam_probabilities(pool.text, pool.label, spec, conf_cfg)
+                score = hybrid_score(row, weights, probs, pool.label)
+            sel = from_dict(SelectConfig, selection, "select")
+            keep = select(score, pool.label, sel)
+            rows = np.flatnonzero(keep)
             trained = final_model.fit(
                 [pool.text[i] for i in rows],
                 pool.label[rows],

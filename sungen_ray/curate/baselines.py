@@ -30,9 +30,11 @@ def _per_label_top(scores: np.ndarray, labels: np.ndarray, fraction: float) -> n
     return select(scores, labels, SelectConfig(mode="per_label_top", fraction=fraction))
 
 
-def _own_label_confidence(texts, labels, spec: TaskSpec, cfg: final_model.FinalConfig) -> np.ndarray:
+def tam_probabilities(texts, labels, spec: TaskSpec, cfg: final_model.FinalConfig) -> np.ndarray:
+    """(n, num_labels) probabilities of a TAM trained on every sample, uniform: the confidence
+    filter's signal (also what the ablation's hybrid rows mix with the weights)."""
     trained = final_model.fit(texts, labels, spec.label_names, cfg)
-    return trained.predict(texts)[np.arange(len(labels)), labels]
+    return trained.predict(texts)
 
 
 def _cleanlab_keep(texts, labels, spec: TaskSpec, cfg: final_model.FinalConfig, folds: int = 3) -> np.ndarray:
@@ -75,7 +77,7 @@ def training_sets(
     if "zerogen" in baselines:
         sets["zerogen"] = take(np.ones(len(texts), dtype=bool))
     if "confidence_tam" in baselines:
-        conf = _own_label_confidence(texts, labels, spec, cfg)
+        conf = tam_probabilities(texts, labels, spec, cfg)[np.arange(len(labels)), labels]
         sets["confidence_tam"] = take(_per_label_top(conf, labels, fraction))
     if "confidence_plm" in baselines:
         lp = logprobs.reindex(table.idx).to_numpy(dtype=np.float64)
