@@ -6,9 +6,9 @@ time is printed beside it: on a quiet machine it shows the time workers wait on 
 pool is the one ``reweight_scale.py`` synthesises (perturbed gold texts), 4096 rows a step, 2^18
 buckets x 32. Each source tree given with ``--tree`` (e.g. an export of an older commit:
 ``git archive COMMIT | tar -x -C /tmp/old``) runs in its own child processes with that tree first
-on ``PYTHONPATH``; the trees take turns ``--reps`` times and the median is printed, so both columns see the same load.
-``--workers 2`` runs each measurement as two gloo processes (one shard each, as Ray Train workers
-would) and reports the CPU time of each, all-reduce included.
+on ``PYTHONPATH``; the trees take turns ``--reps`` times and the median is printed, so both columns
+see the same load. ``--workers 2`` runs each measurement as two gloo processes (one shard each, as
+Ray Train workers would) and reports the CPU time of each, all-reduce included.
 
     python benchmarks/bow_step_cpu.py --tree /tmp/old --tree .
 """
