@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sungen_ray.config import from_dict
-from sungen_ray.curate.baselines import training_sets
+from sungen_ray.curate.baselines import pool_score_columns, training_sets
 from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import ranked_by_label, read_weights
 from sungen_ray.data.atomic import write_json
@@ -81,7 +81,7 @@ def main() -> None:
         generate(GenerateConfig(task=args.task, num_samples=args.num_samples, out=args.pool, replicas=args.replicas))
     data_dir = Path(args.pool) / "data"
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
-    logprobs = read_table(data_dir).to_pandas().set_index("idx")["logprob"]
+    pool_scores = pool_score_columns(read_table(data_dir))
     print(f"pool: {len(pool)} samples from {args.pool}")
 
     final_tam = args.final_tam or args.tam
@@ -122,7 +122,7 @@ def main() -> None:
                 print(f"seed {seed} {variant:15s} kept from {kept}")
             else:
                 baselines = [] if variant == "sungen" else [variant]
-                sets = training_sets(table, logprobs, baselines, False, spec, filter_cfg)
+                sets = training_sets(table, pool_scores, baselines, False, spec, filter_cfg)
                 if variant not in sets:  # e.g. confidence_plm on a pool without log-probs (said why)
                     continue
                 texts, labels, w, _info = sets[variant]

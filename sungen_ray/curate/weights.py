@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 from sungen_ray.errors import SungenError
 
 
-def read_weights(path: str | Path, idx: np.ndarray) -> np.ndarray:
-    """Weights aligned to ``idx``; every pool row must have one."""
+def read_weights(path: str | Path, idx: np.ndarray, column: str = "weight") -> np.ndarray:
+    """Weights (or ``column``, e.g. theta) aligned to ``idx``; every pool row must have one."""
     path = Path(path)
     file = path / "weights.parquet" if path.is_dir() else path
     if not file.is_file():
         raise SungenError(f"weights not found: {file}")
-    table = pq.read_table(file, columns=["idx", "weight"])
+    table = pq.read_table(file, columns=["idx", column])
     w_idx = table.column("idx").to_numpy()
-    w = table.column("weight").to_numpy().astype(np.float64)
+    w = table.column(column).to_numpy().astype(np.float64)
     order = np.argsort(w_idx)
     pos = np.searchsorted(w_idx[order], idx)
     pos = np.clip(pos, 0, len(order) - 1)

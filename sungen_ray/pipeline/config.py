@@ -12,6 +12,7 @@ from sungen_ray.curate.baselines import BASELINES
 from sungen_ray.curate.selection import SelectConfig
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import EngineSettings
+from sungen_ray.plm.channel import ChannelConfig
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam.final import FinalConfig
 
@@ -48,6 +49,7 @@ class PipelineConfig:
     seed: int = 0
     generation: EngineSettings = field(default_factory=EngineSettings)  # passed through to generate
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)  # the PLM's channel margin per sample
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
     workers: int = 1  # >1: reweighting on Ray Train workers with sharded weights
     use_gpu: bool = False

@@ -34,6 +34,8 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
             "generation": {k: v for k, v in to_dict(cfg.generation).items() if k not in EXECUTION_ONLY},
         }
         gen_inputs["feedback"] = to_dict(cfg.feedback) if r else None
+        if cfg.channel.active(spec.num_labels):  # left out when off, so unscored runs keep their hash
+            gen_inputs["channel"] = True
         rw_inputs = gen_inputs | {"reweight": _semantic(cfg.reweight), "workers": cfg.workers}
         sel_inputs = rw_inputs | {"select": to_dict(cfg.select)}
         stages += [

@@ -19,12 +19,12 @@ from sungen_ray.tasks.spec import TaskSpec
 
 def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     """Train the SunGen model and every baseline with the same TAM and seeds; evaluate on gold."""
-    from sungen_ray.curate.baselines import training_sets
+    from sungen_ray.curate.baselines import pool_score_columns, training_sets
     from sungen_ray.tam import final as final_model
 
     layout = RunLayout(cfg.out)
     table = read_table(layout.selected(len(cfg.rounds) - 1)).to_pandas()
-    logprobs = read_table(pool_view(layout, len(cfg.rounds) - 1)).to_pandas().set_index("idx")["logprob"]
+    pool_scores = pool_score_columns(read_table(pool_view(layout, len(cfg.rounds) - 1)))
     gold = Path(cfg.gold) if cfg.gold else None
     gold_ok = gold is not None and gold.is_file()
     if gold_ok:
@@ -35,7 +35,7 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
         print(f"[pipeline] {results['note']}", flush=True)
     for seed in cfg.seeds:
         final_cfg = dataclasses.replace(cfg.final, seed=seed)
-        sets = training_sets(table, logprobs, cfg.baselines, cfg.select.weighted, spec, final_cfg)
+        sets = training_sets(table, pool_scores, cfg.baselines, cfg.select.weighted, spec, final_cfg)
         for variant, (texts, labels, weights, info) in sets.items():
             t0 = time.perf_counter()
             trained = final_model.fit(texts, labels, spec.label_names, final_cfg, weights)

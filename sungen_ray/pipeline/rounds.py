@@ -61,15 +61,34 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
     )
     manifest = generate(gen_cfg, existing_texts=existing)
     keys = ("requested", "kept", "kept_per_label", "dropped", "prompts_sent", "tokens_generated", "seconds")
-    return {k: manifest[k] for k in keys} | {
-        "samples_per_s": manifest["samples_per_s"],
-        "tokens_per_s": manifest["tokens_per_s"],
-        "engine_tokens_per_s": manifest.get("engine_tokens_per_s"),
-        "engine_seconds": manifest.get("engine_seconds"),
-        "engine_starts": manifest.get("engine_starts"),
-        "replicas": manifest.get("replicas"),
-        "cpus_per_replica": manifest.get("cpus_per_replica"),
-    }
+    channel = score_channel(cfg, spec, layout.pool_data(r))
+    return (
+        {k: manifest[k] for k in keys}
+        | channel
+        | {
+            "samples_per_s": manifest["samples_per_s"],
+            "tokens_per_s": manifest["tokens_per_s"],
+            "engine_tokens_per_s": manifest.get("engine_tokens_per_s"),
+            "engine_seconds": manifest.get("engine_seconds"),
+            "engine_starts": manifest.get("engine_starts"),
+            "replicas": manifest.get("replicas"),
+            "cpus_per_replica": manifest.get("cpus_per_replica"),
+        }
+    )
+
+
+def score_channel(cfg: PipelineConfig, spec: TaskSpec, pool_data: Path) -> dict:
+    """The generator's channel margin as a pool column (``sungen_ray.plm.channel``), when on."""
+    if not cfg.channel.active(spec.num_labels):
+        return {"channel_scored": 0}
+    from sungen_ray.data.labelled import parquet_files
+    from sungen_ray.plm.channel import add_channel_margin
+    from sungen_ray.plm.prepare import resolve_model
+
+    done = add_channel_margin(
+        parquet_files(pool_data), spec, resolve_model(cfg.generation.model), cfg.channel.batch_size
+    )
+    return {"channel_scored": done["texts"], "channel_seconds": done["seconds"]}
 
 
 def reweight_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path) -> dict:
@@ -85,6 +104,7 @@ def reweight_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path)
         "outer_loss_first": its[0]["outer_loss"] if its else None,
         "outer_loss_last": its[-1]["outer_loss"] if its else None,
         "seconds_per_iteration": float(np.mean([sum(m["seconds"].values()) for m in its])) if its else None,
+        "health": metrics.get("health"),
     }
 
 

@@ -36,7 +36,10 @@ class TamConfig:
     # minilm: head hidden width (0 = linear head)
     hidden: int = 256
     # training (None = the TAM's default from TRAIN_DEFAULTS)
-    optimizer: Literal["sgd", "adam"] | None = None
+    # lbfgs: a full-batch fit to convergence with an l2 penalty, for a linear head (hidden 0) over
+    # frozen features only (a final-model setting: logistic regression; reweighting refuses it)
+    optimizer: Literal["sgd", "adam", "lbfgs"] | None = None
+    l2: float = 1e-2
     lr: float | None = None
     batch_size: int | None = None
 
@@ -48,6 +51,10 @@ class TamConfig:
             raise SungenError(f"hidden: must be >= 0, got {self.hidden}")
         if self.lr is not None and not self.lr > 0:
             raise SungenError(f"lr: must be > 0, got {self.lr}")
+        if self.optimizer == "lbfgs" and not (self.name == "minilm" and self.hidden == 0):
+            raise SungenError("optimizer: 'lbfgs' fits a linear head over frozen features: needs name minilm, hidden 0")
+        if not self.l2 >= 0:
+            raise SungenError(f"l2: must be >= 0, got {self.l2}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
 

@@ -28,7 +28,7 @@ from sungen_ray.tam.lstm import LstmEncoder
 from sungen_ray.tam.minilm import MiniLMEncoder
 from sungen_ray.tam.minilm_ft import MiniLMTokenEncoder
 from sungen_ray.tam.registry import TamConfig, build_encoder, build_model
-from sungen_ray.tam.train import predict_logits, train
+from sungen_ray.tam.train import fit_full_batch, predict_logits, train
 
 MODEL_FILE = "model.json"  # TAM config, label names, encoder state, meta
 WEIGHTS_FILE = "model.safetensors"
@@ -91,11 +91,14 @@ def fit(
         model = build_model(cfg.tam, encoder, data, len(label_names)).to(device)
     w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
     y = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    on_step, close = _long_fit_progress(len(texts))
-    try:
-        losses = train(model, data, y, w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed, on_step=on_step)
-    finally:
-        close()
+    if cfg.tam.optimizer == "lbfgs":
+        losses = fit_full_batch(model, data, y, w, l2=cfg.tam.l2)
+    else:
+        on_step, close = _long_fit_progress(len(texts))
+        try:
+            losses = train(model, data, y, w, cfg=cfg.tam, epochs=cfg.epochs, seed=cfg.seed, on_step=on_step)
+        finally:
+            close()
     if not all(math.isfinite(x) for x in losses):
         raise SungenError(f"final training diverged (loss {losses[-1]}); lower final.tam.lr")
     return TrainedModel(model=model, encoder=encoder, tam=cfg.tam, label_names=list(label_names))

@@ -171,6 +171,40 @@ def sharded_row_step(coll: Collectives, rows_opt, touched: torch.Tensor, grad: t
             at += others[q]
 
 
+def fit_full_batch(
+    model: nn.Module,
+    data: Encoded,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    l2: float,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+) -> list[float]:
+    """Minimise the weighted mean CE + l2/2 |params|^2 over all rows at once with L-BFGS, to
+    convergence: for a linear head over frozen features this is multinomial logistic regression,
+    which has one optimum, so the result depends on the data and l2 only (no epochs, lr or seed).
+    Returns the final objective."""
+    w = torch.ones(len(labels), device=labels.device) if weights is None else weights.detach().float()
+    w = w / w.sum().clamp(min=1e-30)
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = data.batch(torch.arange(len(labels), device=labels.device))
+    opt = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = (F.cross_entropy(model(*batch), labels, reduction="none") * w).sum()
+        loss = loss + 0.5 * l2 * sum((p * p).sum() for p in params)
+        loss.backward()
+        return loss
+
+    model.train()
+    loss = opt.step(closure)
+    return [float(loss.detach())]
+
+
 def _backward(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, step_norm: float) -> torch.Tensor:
     loss = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
     (loss / step_norm).backward()

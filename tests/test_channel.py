@@ -1,0 +1,61 @@
+"""The generator's channel scores, with the real embedded SmolLM2 (prefill only)."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sungen_ray.curate.baselines import pool_score_columns, training_sets
+from sungen_ray.errors import SungenError
+from sungen_ray.plm.channel import ChannelConfig, add_channel_margin, channel_scores, rank_correlation
+from sungen_ray.tasks.spec import load_task
+
+TEXTS = [
+    "This movie was a wonderful, moving masterpiece and I loved every minute of it.",
+    "An awful, boring mess of a film; I hated it and walked out.",
+    "Brilliant acting and a beautiful story, the best film of the year.",
+    "The worst movie I have ever seen, dull and painful from start to finish.",
+]
+SENTIMENT = np.array([1, 0, 1, 0])
+
+
+def test_channel_scores_side_with_the_obvious_label(default_model):
+    spec = load_task("sst2")
+    scores = channel_scores(TEXTS, spec, default_model, batch_size=3)
+    assert scores.scores.shape == (4, 2) and np.isfinite(scores.scores).all()
+    assert (scores.scores.argmax(1) == SENTIMENT).all()
+    assert (scores.margin(SENTIMENT) > 0).all() and (scores.margin(1 - SENTIMENT) < 0).all()
+    # batching and length-sorting do not change a text's score
+    alone = channel_scores(TEXTS[:1], spec, default_model, batch_size=1)
+    assert np.allclose(alone.scores[0], scores.scores[0], atol=1e-3)
+
+
+def test_pool_column_is_added_once_and_feeds_the_channel_filter(default_model, tmp_path):
+    spec = load_task("sst2")
+    labels = np.array([1, 1, 0, 0])  # rows 1 and 2 carry the wrong label
+    f = tmp_path / "pool.parquet"
+    pq.write_table(
+        pa.table({"idx": pa.array(range(4), pa.int64()), "text": TEXTS, "label": pa.array(labels, pa.int32())}), f
+    )
+    assert add_channel_margin([f], spec, default_model)["texts"] == 4
+    margin = pq.read_table(f).column("channel_margin").to_numpy()
+    assert margin[0] > 0 and margin[3] > 0 and margin[1] < 0 and margin[2] < 0
+    assert add_channel_margin([f], spec, default_model)["texts"] == 0  # already scored: kept
+
+    table = pq.read_table(f).to_pandas().assign(weight=1.0, keep=[True, False, False, True])
+    sets = training_sets(table, pool_score_columns(pq.read_table(f)), ["confidence_channel"], False, spec, None)
+    assert sorted(sets["confidence_channel"][0]) == sorted([TEXTS[0], TEXTS[3]])
+
+
+def test_labels_out_of_range_are_refused_before_scoring(default_model, tmp_path):
+    f = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"idx": [0], "text": ["a film"], "label": pa.array([5], pa.int32())}), f)
+    with pytest.raises(SungenError, match="labels out of range"):
+        add_channel_margin([f], load_task("sst2"), default_model)
+
+
+def test_auto_scores_narrow_tasks_only_and_rank_correlation():
+    assert ChannelConfig().active(2) and not ChannelConfig().active(14)
+    assert ChannelConfig(enabled=True).active(14) and not ChannelConfig(enabled=False).active(2)
+    assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
+    assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
