@@ -112,6 +112,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     the class's ``validate()`` (if any) so range checks live next to the fields."""
     if not isinstance(data, dict):
         raise SungenError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    expand = getattr(cls, "expand", None)  # a config's shorthand keys (e.g. a named preset)
+    if expand is not None:
+        data = expand(data, where or cls.__name__)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

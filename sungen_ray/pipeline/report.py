@@ -193,6 +193,9 @@ def summary_lines(rep: dict, spec) -> list[str]:
             f"**Kept** {sel['kept']} of {sel['pool']} ({sel['kept_fraction']:.0%}) by learned weight; "
             f"label shares {shares}."
         )
+    flags = [f for r in rep["rounds"] for f in (((r["reweight"] or {}).get("health") or {}).get("flags") or [])]
+    if flags:
+        lines.append(f"**Weight health**: {flags[-1]}.")
     final = rep.get("final") or {}
     summary = final.get("summary") or {}
     sungen = summary.get("sungen") or {}
@@ -208,6 +211,31 @@ def summary_lines(rep: dict, spec) -> list[str]:
     else:
         lines.append("**Cleaning**: not measured (no gold file, or no baseline to compare with).")
     return lines
+
+
+def health_lines(rep: dict) -> list[str]:
+    """The weights' health per round (no gold needed): saturation, stopping, rank agreement."""
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:+.2f}"
+
+    lines = ["## Weight health (no gold needed)", ""]
+    lines += [
+        "| round | saturated weights | stopping rule | PLM channel prior | rho vs channel margin | rho vs LR confidence |",
+        "|---|---|---|---|---|---|",
+    ]
+    flags = []
+    for r in rep["rounds"]:
+        h = (r["reweight"] or {}).get("health")
+        if not h:
+            continue
+        stop = f"fired at {h['stop_iteration']}" if h["stopped_early"] else "did not fire"
+        lines.append(
+            f"| {r['round']} | {h['saturated_share']:.0%} | {stop} | {'used' if h.get('used_prior') else 'none'} | "
+            f"{fmt(h['rho_channel'])} | {fmt(h['rho_confidence_lr'])} |"
+        )
+        flags += [f"- **round {r['round']}**: {f}" for f in h["flags"]]
+    return lines + [""] + (flags + [""] if flags else [])
 
 
 def _markdown(rep: dict, spec) -> str:
@@ -239,7 +267,9 @@ def _markdown(rep: dict, spec) -> str:
             f"| {r['round']} | {g.get('kept')}/{g.get('requested')} | {dropped or '-'} | {g.get('tokens_per_s')} | "
             f"{w.get('iterations')} | {s.get('kept')}/{s.get('pool')} | {shares} |"
         )
-    lines += ["", "![weights](plots/weights_by_label.png)", "", "## Time per stage (s)", ""]
+    lines += ["", "![weights](plots/weights_by_label.png)", ""]
+    lines += health_lines(rep)
+    lines += ["## Time per stage (s)", ""]
     lines += ["| round | generate | reweight | select |", "|---|---|---|---|"]
     for r in rep["rounds"]:
         sec = r["seconds"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sungen_ray.data.atomic import ensure_writable_dir
 from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.reweight.health import add_health
 from sungen_ray.reweight.outputs import check_out_dir, finished_output, log_iteration, read_summary, run_digest
 
 
@@ -45,6 +46,7 @@ def reweight_pool(
             num_labels=num_labels,
             threads_per_worker=threads_per_worker,
         )
+        add_health(out, data, num_labels, cfg.tam.name)
         verb = "already finished, kept" if summary["skipped"] else "wrote"
         print(
             f"[reweight] {verb} {out / 'weights.parquet'} ({summary['num_samples']} weights, "
@@ -64,6 +66,7 @@ def reweight_pool(
         n = len(pool_ids_and_labels(data, num_labels)[0])
         if finished_output(out, run_digest(cfg, data_path, n)):
             done = read_summary(out)
+            add_health(out, data, num_labels, cfg.tam.name)
             print(f"[reweight] already finished, kept {out / 'weights.parquet'} ({done['iterations_run']} iterations)")
             return out
     shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
@@ -79,5 +82,6 @@ def reweight_pool(
 
     state, _ = run_loop(shard, cfg, state=state, on_iteration=checkpoint)
     write_outputs(out, shard.idx.cpu(), state["theta"].cpu(), history, cfg, digest)
+    add_health(out, data, num_labels, cfg.tam.name)
     print(f"[reweight] wrote {out / 'weights.parquet'} ({len(shard)} weights, {state['iteration']} iterations)")
     return out

@@ -9,23 +9,68 @@ from sungen_ray.errors import SungenError
 from sungen_ray.tam.config import TamConfig
 from sungen_ray.tam.device import validate_device_name
 
+# The published algorithm's settings (Gao et al. 2023 and its public code), kept reproducible as a
+# named preset: ``reweight: {preset: paper}`` in a pipeline YAML, ``--preset paper`` on the CLI.
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "outer_iters": 100,
+        "outer_lr": 0.25,
+        "outer_optimizer": "adam",
+        "inner_epochs": 1,
+        "theta_init": "zero",
+        "valid_source": "weights",
+        "align_norm": "none",
+        "center": "none",
+        "outer_balance": False,
+        "stop_patience": 0,
+    },
+}
+
+
+def apply_preset(data: dict, where: str = "reweight") -> dict:
+    """``data`` with its ``preset`` key expanded (the preset's fields first, explicit keys win)."""
+    if not isinstance(data, dict) or "preset" not in data:
+        return data
+    name = data["preset"]
+    if name not in PRESETS:
+        raise SungenError(f"{where}.preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name] | {k: v for k, v in data.items() if k != "preset"}
+
 
 @dataclass
 class ReweightConfig:
+    expand = staticmethod(apply_preset)  # from_dict expands ``preset`` before reading the fields
+
     tam: TamConfig = field(default_factory=TamConfig)
     outer_iters: int = 50  # upper bound; the stopping rule usually ends the run earlier
-    outer_lr: float = 0.25  # Adam on theta
+    outer_lr: float = 0.05  # Adam on theta (paper: 0.25, which saturated 87% of a 1000-sample pool's weights)
     clip: float = 3.0  # global gradient-norm clip of the theta gradient
     tau: float = 0.9  # outer loss only on validation samples whose weight is in the top tau fraction
     tau_per_label: bool = False  # ... within their own label (keeps a drifting label from being dropped)
     outer_loss: Literal["rce", "mae", "ce"] = "rce"
+    outer_optimizer: Literal["adam", "sgd"] = "adam"
+    # The generator's own evidence, the pool's channel margin (sungen_ray.plm.channel), used twice
+    # where the pool has it (README, Weights you can trust). theta starts at the margin, z-scored and
+    # times prior_scale, instead of 0, so the bilevel signal refines the PLM's ranking rather than
+    # rebuilding one from noisy labels; and the outer loss's rows are the top-tau rows the channel
+    # agrees with (margin > 0), a pseudo-validation set that cannot drift with the weights' own
+    # mistakes. A pool without the column falls back to theta 0 and the top-tau rows.
+    theta_init: Literal["zero", "prior"] = "prior"
+    prior_scale: float = 1.0
+    valid_source: Literal["weights", "prior"] = "prior"
+    # Divide a_i by the sample's error norm |p_i - onehot(y_i)|, so it measures whether the sample's
+    # gradient points the outer loss's way, not also how much it still has to teach: with the raw
+    # dot product the clean samples the TAM already fits have a_i ~ 0, fall below their label's mean
+    # after centring and lose weight (the demo pool's lowest weights were clear on-label reviews).
+    align_norm: Literal["none", "error"] = "error"
     rce_smoothing: float = 10.0  # A: log 0 of the one-hot target becomes -A
     # label-balanced outer loss (every label's outer rows weigh the same). With labels flipped from
     # one class the noisy label counts are unbalanced; a plain mean then makes g mostly "predict the
     # majority label more", an alignment that is largest for the worst-fit majority rows, i.e. the
     # flipped ones, and they gained weight (README, Reweighting finds injected label noise).
     outer_balance: bool = True
-    inner_epochs: int = 1  # E, from the same phi_0 every outer iteration
+    # E, from the same phi_0 every outer iteration (paper: 1; a 1000-sample pool is then 8 steps)
+    inner_epochs: int = 3
     # the inner problem's batch order: a new order every outer iteration (the reference code's way),
     # or one order for all, so alignments differ between iterations only by the weights (an ablation)
     fixed_inner_order: bool = False
@@ -63,7 +108,7 @@ class ReweightConfig:
             raise SungenError(f"tau: must be in (0, 1], got {self.tau}")
         if not 0 < self.stop_keep < 1:
             raise SungenError(f"stop_keep: must be in (0, 1), got {self.stop_keep}")
-        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps", "fd_max_move"):
+        for name in ("outer_lr", "clip", "rce_smoothing", "fd_eps", "fd_max_move", "prior_scale"):
             if not getattr(self, name) > 0:
                 raise SungenError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("valid_size", "eval_batch_size"):
@@ -77,6 +122,8 @@ class ReweightConfig:
                 "tam: 'minilm-ft' fine-tunes the whole encoder, a final-model TAM; reweight with 'minilm' "
                 "(frozen features), train the final model with 'minilm-ft'"
             )
+        if self.tam.optimizer == "lbfgs":
+            raise SungenError("tam.optimizer: 'lbfgs' is a final-model fit; the inner problem trains with sgd or adam")
         if self.tam.name == "lstm" and self.hypergrad == "jvp":
             raise SungenError(
                 "hypergrad: 'jvp' is not supported by the lstm TAM (packed LSTM has no forward-mode rule); use fd"

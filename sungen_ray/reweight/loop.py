@@ -39,6 +39,9 @@ class Shard:
     data: Encoded
     num_labels: int
     encoder: object = None  # the TAM encoder (the LSTM needs its vocabulary size)
+    # the generator's channel margin per sample (None when the pool has none): PLM evidence the
+    # loop can start theta from and draw its pseudo-validation rows by (ReweightConfig.prior)
+    prior: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -49,7 +52,10 @@ class Shard:
 
     def to(self, device) -> Shard:
         """The shard with ids, labels and encoded inputs on ``device`` (once, at load)."""
-        return Shard(self.idx.to(device), self.labels.to(device), self.data.to(device), self.num_labels, self.encoder)
+        prior = None if self.prior is None else self.prior.to(device)
+        return Shard(
+            self.idx.to(device), self.labels.to(device), self.data.to(device), self.num_labels, self.encoder, prior
+        )
 
 
 def init_state(n_local: int, device=None) -> dict:
@@ -64,6 +70,28 @@ def init_state(n_local: int, device=None) -> dict:
         "stable_iters": 0,
         "stopped": False,
     }
+
+
+def uses_prior(shard: Shard, cfg: ReweightConfig) -> bool:
+    return shard.prior is not None and "prior" in (cfg.theta_init, cfg.valid_source)
+
+
+def initial_theta(shard: Shard, cfg: ReweightConfig, coll: Collectives) -> torch.Tensor:
+    """theta_0: zeros, or the channel margin z-scored over the whole pool (all workers) times
+    ``prior_scale``, so the scale of theta, and so Adam's steps, mean the same for any task."""
+    theta = torch.zeros(len(shard), device=shard.device)
+    if cfg.theta_init != "prior" or shard.prior is None:
+        return theta
+    m = shard.prior.double()
+    moments = coll.all_reduce_sum(
+        torch.stack([torch.tensor(float(len(m)), dtype=torch.float64, device=m.device), m.sum(), (m * m).sum()])
+    )
+    n = float(moments[0])
+    mean = float(moments[1]) / max(n, 1.0)
+    std = math.sqrt(max(float(moments[2]) / max(n, 1.0) - mean * mean, 0.0))
+    if std == 0.0:
+        return theta
+    return (cfg.prior_scale * (m - mean) / std).float()
 
 
 def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
@@ -99,7 +127,11 @@ def run(
     Returns the final state and the metrics of the iterations run in this call.
     """
     coll = coll or LocalCollectives()
-    state = init_state(len(shard), shard.device) if state is None else state_to(state, shard.device)
+    if state is None:
+        state = init_state(len(shard), shard.device)
+        state["theta"] = initial_theta(shard, cfg, coll)
+    else:
+        state = state_to(state, shard.device)
     if len(state["theta"]) != len(shard):
         raise SungenError(f"resume state holds {len(state['theta'])} weights but the shard has {len(shard)} samples")
     model = initial_model(shard, cfg)
@@ -155,6 +187,8 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     groups = shard.labels if cfg.tau_per_label else None
     thr = top_tau_threshold(theta, cfg.tau, coll, groups, shard.num_labels if cfg.tau_per_label else 1)
     top = theta >= thr[groups if groups is not None else 0]
+    if cfg.valid_source == "prior" and shard.prior is not None:
+        top = top & (shard.prior > 0)  # rows whose own prompt made them likelier than any rival's
     rows = torch.nonzero(in_valid & top).squeeze(1)
     loss_fn = outer_loss_fn(cfg.outer_loss, cfg.rce_smoothing)
     g, outer_loss, outer_count = outer_gradient(
@@ -183,6 +217,8 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
         fd_max_move=cfg.fd_max_move,
         lookahead_lr=lr,
     )
+    if cfg.align_norm == "error":
+        a = a / error_norms(model, shard.data, shard.labels, cfg.eval_batch_size).clamp(min=1e-6)
     seconds["hypergrad"] = time.perf_counter() - clock
 
     # 4. hypergradient and the Adam step on theta. dL/dtheta_i = -(eta/S) w_i (1 - w_i) (a_i - abar);
@@ -203,7 +239,10 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     grad_norm = math.sqrt(float(coll.all_reduce_sum((grad.double() ** 2).sum())))
     if grad_norm > cfg.clip:
         grad = grad * (cfg.clip / grad_norm)
-    adam_step(state, grad, cfg.outer_lr, t + 1)
+    if cfg.outer_optimizer == "adam":
+        adam_step(state, grad, cfg.outer_lr, t + 1)
+    else:
+        state["theta"] = state["theta"] - cfg.outer_lr * grad
     state["iteration"] = t + 1
     stability = update_stopping(state, cfg, coll, n_global)
     seconds["update"] = time.perf_counter() - clock
@@ -218,8 +257,33 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
         "grad_norm": grad_norm,
         "seconds": seconds,
         **stability,
+        "saturated": saturated_share(state["theta"], coll, n_global),
+        "prior": uses_prior(shard, cfg),
         "weights_by_label": weight_histogram(torch.sigmoid(state["theta"]), shard.labels, shard.num_labels, coll),
     }
+
+
+SATURATED_THETA = 3.0  # |theta| past this: w within 0.05 of 0 or 1, where sigmoid' (and so its step) vanishes
+
+
+def saturated_share(theta: torch.Tensor, coll: Collectives, n_global: float) -> float:
+    """Share of all weights that are saturated: such weights barely move any more, and their order
+    reflects how long an alignment kept its sign, not how strong it was."""
+    count = coll.all_reduce_sum((theta.abs() > SATURATED_THETA).sum().double())
+    return float(count) / max(n_global, 1.0)
+
+
+def error_norms(model, data: Encoded, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """|softmax(f(x_i)) - onehot(y_i)| per local sample, at the model's current parameters."""
+    out = torch.empty(len(labels), device=labels.device)
+    model.eval()
+    with torch.no_grad():
+        for rows in torch.arange(len(labels), device=labels.device).split(batch_size):
+            err = torch.softmax(model(*data.batch(rows)).float(), dim=1)
+            err[torch.arange(len(rows), device=labels.device), labels[rows]] -= 1.0
+            out[rows] = err.norm(dim=1)
+    model.train()
+    return out
 
 
 def adam_step(state: dict, grad: torch.Tensor, lr: float, step: int, betas=(0.9, 0.999), eps: float = 1e-8) -> None:

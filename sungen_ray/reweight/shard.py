@@ -76,16 +76,33 @@ def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, worl
         parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
         start += len(chunk)
     rows = np.flatnonzero(mine)
+    prior = pool_channel_margin(files)
     shard = Shard(
         idx=torch.from_numpy(idx[rows]),
         labels=torch.from_numpy(labels[rows]),
         data=concat_encoded(parts),
         num_labels=num_labels,
         encoder=encoder,
+        prior=None if prior is None else torch.from_numpy(prior[rows]),
     )
     del parts, idx, labels, mine
     release_free_memory()
     return shard
+
+
+def pool_channel_margin(files: list[Path]) -> np.ndarray | None:
+    """The pool's ``channel_margin`` column in row order (float32), or None unless every file has
+    it: a pool half scored must not reweight half its rows from a prior and half from nothing."""
+    have = ["channel_margin" in pq.read_schema(f).names for f in files]
+    if not all(have):
+        if any(have):
+            print(f"[reweight] {have.count(False)} of {len(files)} pool files lack channel_margin: prior not used")
+        return None
+    parts = [read_parquet(f, columns=["channel_margin"]).column(0).to_numpy(zero_copy_only=False) for f in files]
+    margin = np.concatenate(parts).astype(np.float32)
+    if not np.isfinite(margin).all():
+        raise SungenError(f"channel_margin: {int((~np.isfinite(margin)).sum())} non-finite values in the pool")
+    return margin
 
 
 def release_free_memory() -> None:
