@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sungen_ray.config import from_dict
-from sungen_ray.curate.baselines import pool_score_columns, training_sets
+from sungen_ray.curate.baselines import LR_TAM, pool_score_columns, training_sets
 from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import ranked_by_label, read_weights
 from sungen_ray.data.atomic import write_json
@@ -36,7 +36,11 @@ from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import load_task
 
-VARIANTS = ("sungen", "zerogen", "confidence_tam", "confidence_plm", "cleanlab")
+VARIANTS = ("sungen", "zerogen", "confidence_tam", "confidence_plm", "confidence_channel", "confidence_lr", "cleanlab")
+WORK_DEFAULT = "runs/quality-sst2-work"
+BANK = Path(__file__).resolve().parent / "pools"
+# "lr": logistic regression on frozen MiniLM features, fitted to convergence (the demo's final model)
+TAM_SETTINGS = {"lr": LR_TAM}
 
 
 def main() -> None:
@@ -44,16 +48,17 @@ def main() -> None:
     ap.add_argument("--gold", required=True)
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--pool", default="runs/quality-sst2-pool", help="generated once, reused by later runs")
+    ap.add_argument("--bank", help="a pool of the committed bank (benchmarks/pools/NAME); sets --pool and --task")
     ap.add_argument("--num-samples", type=int, default=20000)
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"], help="the reweighting's TAM")
     ap.add_argument(
-        "--final-tam", default=None, choices=["bow", "lstm", "minilm", "minilm-ft"], help="(default: --tam)"
+        "--final-tam", default=None, choices=["bow", "lstm", "minilm", "minilm-ft", "lr"], help="(default: --tam)"
     )
     ap.add_argument(
         "--filter-tam",
         default=None,
-        choices=["bow", "lstm", "minilm", "minilm-ft"],
+        choices=["bow", "lstm", "minilm", "minilm-ft", "lr"],
         help="the TAM the confidence and cleanlab filters score with (default: the final TAM)",
     )
     ap.add_argument(
@@ -69,20 +74,29 @@ def main() -> None:
     ap.add_argument("--outer-iters", type=int, default=None, help="(default: the shipped ReweightConfig's)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--work", default="runs/quality-sst2-work")
+    ap.add_argument("--work", default=WORK_DEFAULT)
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument(
         "--examples", type=int, default=0, help="print each label's N highest- and lowest-weighted texts (first seed)"
     )
     args = ap.parse_args()
 
+    if args.bank:
+        manifest = json.loads((BANK / "manifest.json").read_text())
+        if args.bank not in manifest:
+            raise SystemExit(f"--bank: no pool {args.bank!r} in {BANK / 'manifest.json'}; have {sorted(manifest)}")
+        args.task, args.existing_pool = manifest[args.bank]["task"], True
+        data_dir = BANK / args.bank / "pool.parquet"
+        if args.work == WORK_DEFAULT:  # the fit cache is per pool
+            args.work = f"runs/quality-{args.bank}"
+    else:
+        data_dir = Path(args.pool) / "data"
     spec = load_task(args.task)
     if not args.existing_pool:
         generate(GenerateConfig(task=args.task, num_samples=args.num_samples, out=args.pool, replicas=args.replicas))
-    data_dir = Path(args.pool) / "data"
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
     pool_scores = pool_score_columns(read_table(data_dir))
-    print(f"pool: {len(pool)} samples from {args.pool}")
+    print(f"pool: {len(pool)} samples from {data_dir}")
 
     final_tam = args.final_tam or args.tam
     filter_tam = args.filter_tam or final_tam
@@ -103,10 +117,12 @@ def main() -> None:
         keep = select(weights, pool.label, SelectConfig(mode="per_label_top", fraction=args.fraction))
         table = pd.DataFrame({"idx": pool.idx, "text": pool.text, "label": pool.label, "weight": weights, "keep": keep})
         final_cfg = from_dict(
-            final_model.FinalConfig, {"tam": {"name": final_tam}, "epochs": args.epochs, "seed": seed}
+            final_model.FinalConfig,
+            {"tam": TAM_SETTINGS.get(final_tam, {"name": final_tam}), "epochs": args.epochs, "seed": seed},
         )
         filter_cfg = from_dict(
-            final_model.FinalConfig, {"tam": {"name": filter_tam}, "epochs": args.epochs, "seed": seed}
+            final_model.FinalConfig,
+            {"tam": TAM_SETTINGS.get(filter_tam, {"name": filter_tam}), "epochs": args.epochs, "seed": seed},
         )
         for variant in variants:
             kept = (
