@@ -204,9 +204,23 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
     return values
 
 
+def portable_config(cfg: GenerateConfig, model_id: str) -> dict:
+    """The run's settings as a manifest records them: a local path (``out``, a spec file, a model
+    directory) cut to its last part and the model named by its id, so a pool moved to another
+    machine or shared names no directory of this one. The run's identity is ``config_hash``."""
+    d = dataclasses.asdict(cfg)
+    d["out"] = Path(d["out"]).name
+    if d["task"].endswith((".yaml", ".yml")) or "/" in d["task"]:  # a spec file (see tasks.spec.load_task)
+        d["task"] = Path(d["task"]).name
+    if d["model"] is not None:
+        d["model"] = model_id
+    return d
+
+
 def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
     """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
     from sungen_ray.parallel.ray_runtime import cluster_has_gpus, cluster_replicas, ensure_ray, machine_replicas
+    from sungen_ray.plm.identity import model_identity
     from sungen_ray.plm.prepare import resolve_model
 
     cfg.validate()
@@ -218,6 +232,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         print(f"[generate] {out} already holds this run ({done['kept']} samples); nothing to do", flush=True)
         return done
     model = resolve_model(cfg.model)
+    generator = model_identity(model)  # what the pool and manifest name: never this machine's path
     staging = out / ".staging"
     try:
         staging.mkdir(parents=True, exist_ok=True)
@@ -302,14 +317,15 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
     manifest = {
         "status": "complete",
         "task": spec.name,
-        "model": model,
+        "model": generator["id"],
+        "generator": generator,
         "engine": cfg.engine,
         "replicas": replicas,
         "cpus_per_replica": None if use_gpu else cpus,
         "seed": cfg.seed,
         "round": cfg.round,
         "config_hash": run_hash,
-        "config": dataclasses.asdict(cfg),
+        "config": portable_config(cfg, generator["id"]),
         "requested": cfg.num_samples,
         "requested_per_label": {spec.labels[k].name: t for k, t in enumerate(targets)},
         "kept": len(tally.kept),
@@ -352,7 +368,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             "max_prompts_per_sample (the run resumes), lower the spec's min_words, or use a stronger --model"
         )
 
-    table = pool_table(tally.kept, spec, cfg, model)
+    table = pool_table(tally.kept, spec, cfg, generator["id"])
     files = write_pool(out, table, cfg.round)
     manifest.update(
         {

@@ -13,6 +13,7 @@ from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_table
 from sungen_ray.pipeline.layout import RunLayout
 from sungen_ray.pipeline.stages import read_stage
+from sungen_ray.plm.identity import display_name
 
 EXAMPLES = 5
 
@@ -181,7 +182,7 @@ def summary_lines(rep: dict, spec) -> list[str]:
     too_short = sum((g.get("dropped") or {}).get("too_short", 0) for g in gens)
     dupes = sum((g.get("dropped") or {}).get("duplicate", 0) for g in gens)
     gen_s = sum(r["seconds"]["generate"] or 0 for r in rep["rounds"])
-    model = Path(rep.get("model") or "?").name
+    model = display_name(rep.get("model"))
     lines = [
         f"**Generated** {kept} {spec.name} samples with {model} in {len(gens)} round(s) "
         f"({prompts} prompts; {too_short} too short, {dupes} duplicates dropped; {gen_s:.0f} s)."

