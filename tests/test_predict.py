@@ -111,3 +111,14 @@ def test_predict_bad_input_is_a_clear_error(model_dir, tmp_path, capsys, case, m
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
     assert not list(tmp_path.glob("pred*")), "nothing is written on a bad input"
+
+
+def test_predict_several_texts_prints_one_row_each_in_order(model_dir, capsys):
+    texts = ["a wonderful moving film", "a dull boring mess", "great acting and a lovely story"]
+    args = ["predict", "--model", str(model_dir), "--device", "cpu"]
+    for text in texts:
+        args += ["--text", text]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    _check_rows(rows, texts)
+    assert [r["label_name"] for r in rows] == ["positive", "negative", "positive"]

@@ -8,7 +8,7 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory written by `sungen-ray train` or the pipeline")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="one text to classify")
+    src.add_argument("--text", action="append", help="a text to classify (repeat for several: one row each, in order)")
     src.add_argument("--input", help="JSONL/CSV/Parquet file with a 'text' column")
     p.add_argument("--out", help="write predictions here (.jsonl, .csv or .parquet); default: print JSON lines")
     p.add_argument("--device", default="auto", help="cpu, cuda (or cuda:N) or auto = the GPU if torch sees one")
@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.out)
     if args.text is not None:
-        if not args.text.strip():
-            raise SungenError("--text: empty text")
-        texts = [args.text]
+        empty = [i for i, text in enumerate(args.text, 1) if not text.strip()]
+        if empty:
+            raise SungenError("--text: empty text" + (f" (--text number {empty[0]})" if len(args.text) > 1 else ""))
+        texts = list(args.text)
     else:
         texts = read_texts(args.input)
     trained = final_model.load(args.model)

@@ -12,6 +12,11 @@ from sungen_ray.tam.config import TamConfig
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="pool Parquet dir/file (or JSONL/CSV with text, label)")
     p.add_argument("--out", required=True, help="directory for model.json, model.safetensors and train.json")
+    p.add_argument(
+        "--task",
+        help="built-in task name or spec YAML: the model's label names and number of labels come from it "
+        "(default: the data's label_name column, else '0', '1', ...)",
+    )
     p.add_argument("--weights", help="weights.parquet (or its directory) from `sungen-ray reweight`")
     p.add_argument("--select", choices=field_choices(SelectConfig, "mode"), default=SelectConfig.mode)
     p.add_argument("--fraction", type=float, default=SelectConfig.fraction, help="kept fraction for the top modes")
@@ -22,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tam", choices=field_choices(TamConfig, "name"), default=TamConfig.name)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-labels", type=int, help="number of classes (default: from the data)")
+    p.add_argument("--num-labels", type=int, help="number of classes (default: the task's, else from the data)")
     p.add_argument("--device", default="auto", help="cpu, cuda (or cuda:N) or auto = the GPU if torch sees one")
 
 
@@ -36,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from sungen_ray.curate.weights import read_weights
     from sungen_ray.data import atomic
     from sungen_ray.data.labelled import load_data
+    from sungen_ray.plm.identity import generators_of
     from sungen_ray.tam import final as final_model
 
-    data, num_labels = load_data(args.data, args.num_labels)
+    spec = _task(args.task, args.num_labels) if args.task else None
+    data, num_labels = load_data(args.data, spec.num_labels if spec else args.num_labels)
     names = label_names_of(args.data, num_labels)
+    if spec is not None:
+        names = _task_names(args.data, names, spec)
     sel = from_dict(
         SelectConfig,
         {"mode": args.select, "fraction": args.fraction, "threshold": args.threshold, "weighted": args.weighted},
@@ -55,9 +64,42 @@ def run(args: argparse.Namespace) -> int:
     )
     trained = final_model.fit(curated.data.text, curated.data.label, names, cfg, curated.weights)
     out = Path(args.out)
-    final_model.save(out, trained, {"data": str(args.data), "weights": args.weights})
+    meta = {
+        "task": spec.name if spec else None,
+        # names, not paths: a model handed to someone else names no directory of this machine
+        "data": Path(args.data).name,
+        "weights": Path(args.weights).name if args.weights else None,
+        "generator": generators_of(args.data),
+    }
+    final_model.save(out, trained, meta)
     atomic.write_json(
         out / "train.json", {"kept": len(curated.data), "pool": len(data), "label_shares": curated.shares}
     )
     print(f"trained {args.tam} on {len(curated.data)} of {len(data)} samples -> {out / final_model.MODEL_FILE}")
     return 0
+
+
+def _task(task: str, num_labels: int | None):
+    from sungen_ray.errors import SungenError
+    from sungen_ray.tasks.spec import load_task
+
+    try:
+        spec = load_task(task)
+    except SungenError as exc:
+        raise SungenError(f"--task: {exc}") from exc
+    if num_labels is not None and num_labels != spec.num_labels:
+        raise SungenError(f"--num-labels {num_labels} but task {spec.name} has {spec.num_labels} labels")
+    return spec
+
+
+def _task_names(data, found: list[str], spec) -> list[str]:
+    """The task's label names, after checking the data's own ``label_name`` column agrees with them."""
+    from sungen_ray.errors import SungenError
+
+    for k, (name, expected) in enumerate(zip(found, spec.label_names)):
+        if name != str(k) and name.lower() != expected.lower():
+            raise SungenError(
+                f"{data}: label {k} is named {name!r} in the data but {expected!r} in task {spec.name} "
+                f"(labels {spec.label_names})"
+            )
+    return list(spec.label_names)
