@@ -75,9 +75,20 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
     return stages
 
 
-# Fields added after runs were recorded are left out of a stage's inputs while they hold their
-# default, so a run finished before they existed is resumed, not redone, only because the field exists.
-LEFT_OUT_AT_DEFAULT = {"fd_max_move": 1e-2, "sparse": True, "fixed_inner_order": False}
+# Fields added after runs were recorded are left out of a stage's inputs while they hold the value
+# that does what the code did before they existed, so a run finished before then is resumed, not
+# redone, only because the field exists (a changed default still redoes it: the value differs).
+LEFT_OUT_AT_DEFAULT = {
+    "fd_max_move": 1e-2,
+    "sparse": True,
+    "fixed_inner_order": False,
+    "outer_optimizer": "adam",
+    "theta_init": "zero",
+    "prior_scale": 1.0,
+    "valid_source": "weights",
+    "align_norm": "none",
+    "l2": 1e-2,
+}
 
 
 def _semantic(cfg) -> dict:

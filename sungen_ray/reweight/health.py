@@ -65,26 +65,23 @@ def add_health(out: Path, pool, num_labels: int | None, tam_name: str) -> dict:
     """Compute the health of the finished run in ``out`` for the pool at ``pool`` and write it into
     ``metrics.json`` (field ``health``); a run that already has it is read, not recomputed."""
     from sungen_ray.curate.weights import read_weights
-    from sungen_ray.data.labelled import read_table
+    from sungen_ray.data.labelled import read_labelled
+    from sungen_ray.reweight.shard import parquet_inputs, pool_channel_margin
 
     metrics = read_json(out / "metrics.json")
     if "health" in metrics:
         return metrics["health"]
-    table = read_table(pool)
-    idx = table.column("idx").to_numpy()
-    labels = table.column("label").to_numpy().astype(np.int64)
-    theta = read_weights(out, idx, "theta")
-    channel = (
-        table.column("channel_margin").to_numpy(zero_copy_only=False)
-        if "channel_margin" in table.column_names
-        else None
-    )
+    pool_data = read_labelled(pool, num_labels)  # any format; idx from the file or row order
+    labels = pool_data.label
+    theta = read_weights(out, pool_data.idx, "theta")
+    files = parquet_inputs(pool)
+    channel = pool_channel_margin(files) if files else None
     lr_conf = None
-    if tam_name == "minilm" and len(idx) <= LR_MAX_ROWS:  # features already cached in this process
+    if tam_name == "minilm" and len(labels) <= LR_MAX_ROWS:  # features already cached in this process
         from sungen_ray.curate.baselines import lr_confidence
 
         names = [str(k) for k in range(num_labels or int(labels.max()) + 1)]
-        lr_conf = lr_confidence(table.column("text").to_pylist(), labels, names)
+        lr_conf = lr_confidence(pool_data.text, labels, names)
     record = health(metrics["iterations"], theta, labels, channel, lr_conf)
     write_json(out / "metrics.json", metrics | {"health": record})
     for flag in record["flags"]:

@@ -43,7 +43,7 @@ def make_shard(data: LabelledData, num_labels: int, tam: TamConfig, rank: int = 
 
 def pool_ids_and_labels(path, num_labels: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Validate the whole pool and return (idx, labels, number of labels), reading no texts from Parquet."""
-    files = _parquet_inputs(path)
+    files = parquet_inputs(path)
     if files is None:
         data, num_labels = load_data(path, num_labels)
         return data.idx, data.label, num_labels
@@ -60,7 +60,7 @@ def pool_ids_and_labels(path, num_labels: int | None = None) -> tuple[np.ndarray
 
 def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, world_size: int = 1) -> Shard:
     """This worker's rows of the pool at ``path``, encoded; only its own texts are ever held."""
-    files = _parquet_inputs(path)
+    files = parquet_inputs(path)
     if files is None:
         data, num_labels = load_data(path, num_labels)
         return make_shard(data, num_labels, tam, rank, world_size)
@@ -123,7 +123,7 @@ def _check_workers(world_size: int, n: int) -> None:
         raise SungenError(f"{world_size} workers for {n} samples: use at most {n} workers")
 
 
-def _parquet_inputs(path) -> list[Path] | None:
+def parquet_inputs(path) -> list[Path] | None:
     """The Parquet files of ``path``, or None for a JSONL/CSV file (read whole: small by nature)."""
     if isinstance(path, (list, tuple)):
         return None
