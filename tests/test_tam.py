@@ -136,9 +136,9 @@ def test_fine_tuned_minilm_learns_saves_and_is_refused_as_the_inner_tam(tmp_path
 
     texts, labels = sentiment_texts(64)
     cfg = final_model.FinalConfig(tam=TamConfig(name="minilm-ft", max_len=16, lr=2e-4, batch_size=16), epochs=4)
-    before = build_model(cfg.tam, None, None, 2).encoder.embeddings.word_embeddings.weight.detach().clone()
+    before = build_model(cfg.tam, None, None, 2).hf.bert.embeddings.word_embeddings.weight.detach().clone()
     trained = final_model.fit(texts, labels, ["negative", "positive"], cfg)
-    after = trained.model.encoder.embeddings.word_embeddings.weight.detach()
+    after = trained.model.hf.bert.embeddings.word_embeddings.weight.detach()
     assert not torch.equal(before, after), "the encoder itself must be fine-tuned"
     probs = trained.predict(texts)
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)

@@ -20,16 +20,22 @@ from sungen_ray.tasks.spec import TaskSpec
 def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     """Train the SunGen model and every baseline with the same TAM and seeds; evaluate on gold."""
     from sungen_ray.curate.baselines import pool_score_columns, training_sets
+    from sungen_ray.plm.identity import portable
     from sungen_ray.tam import final as final_model
 
     layout = RunLayout(cfg.out)
     table = read_table(layout.selected(len(cfg.rounds) - 1)).to_pandas()
-    pool_scores = pool_score_columns(read_table(pool_view(layout, len(cfg.rounds) - 1)))
+    pool = read_table(pool_view(layout, len(cfg.rounds) - 1))
+    pool_scores = pool_score_columns(pool)
     gold = Path(cfg.gold) if cfg.gold else None
     gold_ok = gold is not None and gold.is_file()
     if gold_ok:
         final_model.read_gold(gold, spec.label_names)  # label check before any training
     results: dict = {"gold": str(gold) if gold_ok else None, "variants": {}}
+    # the generator by identity (the pool's model column), never a path: the model leaves this machine
+    models = pool.column("model").to_pylist() if "model" in pool.column_names else []
+    generators = sorted({portable(str(m)) for m in models if m is not None}) or None
+    meta = {"task": spec.name, "generator": generators}
     if cfg.gold and not gold_ok:
         results["note"] = f"gold file {cfg.gold} not found: accuracy not measured"
         print(f"[pipeline] {results['note']}", flush=True)
@@ -43,7 +49,7 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
             if gold_ok:
                 entry.update(final_model.evaluate(trained, gold))
             if variant == "sungen" and seed == cfg.seeds[0]:
-                final_model.save(directory / "model", trained, {"task": spec.name, "variant": variant})
+                final_model.save(directory / "model", trained, {**meta, "variant": variant})
             results["variants"].setdefault(variant, []).append({"seed": seed, **entry})
             acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
             print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)

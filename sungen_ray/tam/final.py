@@ -4,6 +4,23 @@ Training reuses ``sungen_ray.tam.train`` (the same code as the reweighting inner
 "train on the selection" and "train inside the bilevel loop" cannot drift apart. Evaluation
 reads gold files in any supported format and checks their labels against the task first: a gold
 file from the wrong task must fail loudly, not score 50%.
+
+What a saved model directory holds, per TAM (nothing is pickled in any of them):
+
+- ``minilm-ft``: a standard transformers text classifier, ``BertForSequenceClassification``:
+  ``config.json`` (with ``id2label``/``label2id`` naming the task's labels), ``model.safetensors``
+  and the tokenizer files. ``AutoModelForSequenceClassification.from_pretrained(DIR)``,
+  ``AutoTokenizer.from_pretrained(DIR)`` and ``pipeline("text-classification", model=DIR)`` load
+  it with no custom code, and so do the tools built on them. ``model.json`` (format version 2)
+  sits beside it for ``sungen-ray predict`` / ``evaluate``: label names, TAM settings, metadata.
+- ``bow``, ``lstm`` and frozen ``minilm``: ``model.safetensors`` (the tensors) + ``model.json``
+  (format version 1: the TAM settings, label names, what rebuilds the encoder, metadata). These are
+  not transformer classifiers, so there is no standard class to export them to: ``bow`` is a
+  hashed word/bigram embedding bag (the hashing is this package's), ``lstm`` a BiLSTM over a
+  vocabulary fitted on the synthetic set (stored in ``model.json`` as a ``tokenizers`` JSON), and
+  frozen ``minilm`` an MLP/linear head over mean-pooled, normalised MiniLM sentence embeddings
+  (its encoder is the unchanged public all-MiniLM-L6-v2, named in ``model.json``, not copied).
+  The safetensors file is readable anywhere; running the model needs ``tam.final.load``.
 """
 
 from __future__ import annotations
@@ -26,7 +43,7 @@ from sungen_ray.tam.bow import BowEncoder
 from sungen_ray.tam.device import resolve_device, validate_device_name
 from sungen_ray.tam.lstm import LstmEncoder
 from sungen_ray.tam.minilm import MiniLMEncoder
-from sungen_ray.tam.minilm_ft import MiniLMTokenEncoder
+from sungen_ray.tam.minilm_ft import MeanPooledMiniLM, MiniLMClassifier, MiniLMTokenEncoder
 from sungen_ray.tam.registry import TamConfig, build_encoder, build_model
 from sungen_ray.tam.train import fit_full_batch, predict_logits, train
 
@@ -34,7 +51,8 @@ MODEL_FILE = "model.json"  # TAM config, label names, encoder state, meta
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_FILE = "model.pt"  # pickled by old releases; refused, never read
 FORMAT = "sungen-ray-tam"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # model.safetensors holds this package's module state (bow, lstm, minilm)
+TRANSFORMERS_VERSION = 2  # the directory is a standard transformers classifier (minilm-ft)
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_GOLD_TEXT_CHARS = 100_000  # far above any review or article the tasks hold
 # rows per prediction batch, for every TAM (the predict CLI's chunk too): small enough for a
@@ -101,6 +119,8 @@ def fit(
             close()
     if not all(math.isfinite(x) for x in losses):
         raise SungenError(f"final training diverged (loss {losses[-1]}); lower final.tam.lr")
+    if isinstance(model, MiniLMClassifier):  # evaluated as it is deployed: whole texts, as the pipeline reads them
+        encoder = encoder.for_inference(model)
     return TrainedModel(model=model, encoder=encoder, tam=cfg.tam, label_names=list(label_names))
 
 
@@ -126,23 +146,29 @@ def _long_fit_progress(n: int):
 
 
 def save(path: str | Path, trained: TrainedModel, meta: dict | None = None) -> Path:
-    """Write ``model.safetensors`` (tensors only) and ``model.json`` (everything else) into ``path``.
+    """Write ``model.safetensors`` (tensors only) and ``model.json`` (everything else) into ``path``;
+    for ``minilm-ft`` the directory is a standard transformers classifier (see the module docstring).
 
     Nothing is pickled, so loading a model someone else hands you runs none of their code. The JSON
     is written last: a directory whose JSON is there holds a whole model."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    tmp = path / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(path / WEIGHTS_FILE)
+    if isinstance(trained.model, MiniLMClassifier):
+        _save_transformers(path, trained)
+        version = TRANSFORMERS_VERSION
+    else:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+        tmp = path / f".{WEIGHTS_FILE}.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(path / WEIGHTS_FILE)
+        version = FORMAT_VERSION
     atomic.write_json(
         path / MODEL_FILE,
         {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": version,
             "tam": dataclasses.asdict(trained.tam),
             "label_names": trained.label_names,
             "encoder": encoder_state(trained.encoder),
@@ -150,6 +176,30 @@ def save(path: str | Path, trained: TrainedModel, meta: dict | None = None) -> P
         },
     )
     return path / MODEL_FILE
+
+
+def _save_transformers(path: Path, trained: TrainedModel) -> None:
+    """The classifier, its config (label names as ``id2label``/``label2id``) and its tokenizer, written
+    into a scratch directory beside ``path`` and then moved in, file by file."""
+    import shutil
+    import tempfile
+
+    from sungen_ray.tam.minilm_ft import tokenizer
+
+    hf = trained.model.hf
+    names = list(trained.label_names)
+    hf.config.id2label = dict(enumerate(names))
+    hf.config.label2id = {name: k for k, name in enumerate(names)}
+    hf.config.problem_type = "single_label_classification"
+    hf.config.architectures = [type(hf).__name__]
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=path))
+    try:
+        hf.save_pretrained(scratch, safe_serialization=True)
+        tokenizer(trained.encoder.source).save_pretrained(scratch)
+        for f in sorted(scratch.iterdir()):
+            f.replace(path / f.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def encoder_state(encoder) -> dict:
@@ -160,7 +210,7 @@ def encoder_state(encoder) -> dict:
         return {"kind": "lstm", **encoder.state()}
     if isinstance(encoder, MiniLMEncoder):
         return {"kind": "minilm", "model": MINILM_ID, **encoder.state()}
-    if isinstance(encoder, MiniLMTokenEncoder):
+    if isinstance(encoder, MiniLMTokenEncoder):  # the model it was fine-tuned from
         return {"kind": "minilm-ft", "model": MINILM_ID, **encoder.state()}
     raise SungenError(f"cannot save encoder of type {type(encoder).__name__}")
 
@@ -228,10 +278,11 @@ def load(path: str | Path) -> TrainedModel:
         raise SungenError(f"{meta_file}: not a sungen-ray model file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SungenError(f"{meta_file}: not a sungen-ray model file (field 'format' is not {FORMAT!r})")
-    if payload.get("version") != FORMAT_VERSION:
+    version = payload.get("version")
+    if version not in (FORMAT_VERSION, TRANSFORMERS_VERSION):
         raise SungenError(
-            f"{meta_file}: model format version {payload.get('version')!r}, this sungen-ray reads "
-            f"{FORMAT_VERSION}; re-train or convert the model"
+            f"{meta_file}: model format version {version!r}, this sungen-ray reads "
+            f"{FORMAT_VERSION} and {TRANSFORMERS_VERSION}; re-train or convert the model"
         )
     for key in ("tam", "label_names", "encoder"):
         if key not in payload:
@@ -240,17 +291,39 @@ def load(path: str | Path) -> TrainedModel:
     encoder = encoder_from_state(payload["encoder"], meta_file)
     if not weights_file.is_file():
         raise SungenError(f"{weights_file}: missing (a model is {MODEL_FILE} + {WEIGHTS_FILE})")
+    if version == TRANSFORMERS_VERSION:
+        return _load_transformers(meta_file.parent, tam, encoder, list(payload["label_names"]))
     try:
         state = load_file(str(weights_file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise SungenError(f"{weights_file}: unreadable safetensors file ({type(exc).__name__}: {exc})") from exc
-    model = build_model(tam, encoder, _probe_encoded(encoder), len(payload["label_names"]))
+    if tam.name == "minilm-ft":  # saved before issue 23: mean pooling into a linear head
+        model = MeanPooledMiniLM(len(payload["label_names"]))
+    else:
+        model = build_model(tam, encoder, _probe_encoded(encoder), len(payload["label_names"]))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise SungenError(f"{weights_file}: weights do not fit the {tam.name} model in {meta_file} ({exc})") from exc
     model.eval()
     return TrainedModel(model=model, encoder=encoder, tam=tam, label_names=list(payload["label_names"]))
+
+
+def _load_transformers(directory: Path, tam: TamConfig, encoder, label_names: list[str]) -> TrainedModel:
+    """A minilm-ft directory: the transformers classifier and tokenizer saved in it (safetensors only)."""
+    if not isinstance(encoder, MiniLMTokenEncoder):
+        raise SungenError(f"{directory / MODEL_FILE}: format version {TRANSFORMERS_VERSION} is for minilm-ft models")
+    try:
+        model = MiniLMClassifier(len(label_names), source=directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SungenError(f"{directory}: not a loadable transformers classifier ({type(exc).__name__}: {exc})") from exc
+    if model.num_labels != len(label_names):
+        raise SungenError(
+            f"{directory}: config.json has {model.num_labels} labels but {MODEL_FILE} names {len(label_names)}"
+        )
+    model.eval()
+    encoder = encoder.for_inference(model, source=str(directory))
+    return TrainedModel(model=model, encoder=encoder, tam=tam, label_names=label_names)
 
 
 def _probe_encoded(encoder):

@@ -10,7 +10,7 @@ from sungen_ray.tam.config import TAM_NAMES, TRAIN_DEFAULTS, TamConfig  # noqa: 
 from sungen_ray.tam.encoded import Encoded
 from sungen_ray.tam.lstm import LstmEncoder, LstmModel
 from sungen_ray.tam.minilm import HeadModel, MiniLMEncoder
-from sungen_ray.tam.minilm_ft import FineTunedMiniLM, MiniLMTokenEncoder
+from sungen_ray.tam.minilm_ft import MiniLMClassifier, MiniLMTokenEncoder
 
 
 def build_encoder(cfg: TamConfig, texts=None):
@@ -38,5 +38,5 @@ def build_model(cfg: TamConfig, encoder, encoded: Encoded, num_labels: int) -> n
     if cfg.name == "minilm":
         return HeadModel(encoded.features.shape[1], num_labels, cfg.hidden)
     if cfg.name == "minilm-ft":
-        return FineTunedMiniLM(num_labels)
+        return MiniLMClassifier(num_labels)
     raise SungenError(f"tam: unknown TAM {cfg.name!r}; choose one of {list(TAM_NAMES)}")
