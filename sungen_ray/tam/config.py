@@ -30,7 +30,8 @@ class TamConfig:
     dim: int = 32
     # bow: train steps update only the table rows a batch touches (False: the dense table step)
     sparse: bool = True
-    # lstm: vocabulary size and truncation length (minilm-ft: truncation length in tokens)
+    # lstm: vocabulary size and truncation length (minilm-ft: training truncation length in tokens; a
+    # trained minilm-ft reads texts whole, up to its 512 positions, as the transformers pipeline does)
     vocab_size: int = 50_000
     max_len: int = 64
     # minilm: head hidden width (0 = linear head)
