@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
+from sungen_ray.plm.cache import cache_dir
 
 IDENTITY_FILE = "sungen-ray-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
@@ -101,8 +102,6 @@ def _embedded_id(record: dict) -> str:
 
 
 def _cache_record_path(directory: Path) -> Path:
-    from sungen_ray.plm.prepare import cache_dir
-
     key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
     return cache_dir() / "model-ids" / f"{key}.json"
 

