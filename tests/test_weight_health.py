@@ -117,7 +117,7 @@ def test_lbfgs_head_reaches_the_regularised_optimum():
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(300, 16)).astype(np.float32))
-    y = torch.from_numpy((x[:, 0] + 0.5 * rng.normal(size=300).astype(np.float32) > 0).numpy().astype(np.int64))
+    y = (x[:, 0] + 0.5 * torch.from_numpy(rng.normal(size=300).astype(np.float32)) > 0).long()
     model = HeadModel(16, 2, hidden=0)
     fit_full_batch(model, Dense(x), y, None, l2=1e-2)
     loss = torch.nn.functional.cross_entropy(model(x), y) + 0.5e-2 * sum((p * p).sum() for p in model.parameters())
