@@ -17,6 +17,7 @@ import numpy as np
 
 from sungen_ray.data.atomic import read_json, write_json
 from sungen_ray.plm.channel import rank_correlation
+from sungen_ray.reweight.loop import SATURATED_THETA
 
 SATURATED_FLAG = 0.5  # share of saturated weights past which a run is flagged
 LR_MAX_ROWS = 200_000  # the LR reference re-reads and encodes every text; past this it is skipped
@@ -38,7 +39,7 @@ def within_label_correlation(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -
 
 def health(history: list[dict], theta: np.ndarray, labels: np.ndarray, channel=None, lr_conf=None) -> dict:
     """The health record of a finished run (see the module docstring)."""
-    saturated = float((np.abs(theta) > 3.0).mean()) if len(theta) else 0.0
+    saturated = float((np.abs(theta) > SATURATED_THETA).mean()) if len(theta) else 0.0
     stopped = bool(history and history[-1].get("stopped"))
     out = {
         "saturated_share": round(saturated, 4),
@@ -51,7 +52,7 @@ def health(history: list[dict], theta: np.ndarray, labels: np.ndarray, channel=N
     }
     if saturated > SATURATED_FLAG and not stopped:
         out["flags"].append(
-            f"{saturated:.0%} of the weights saturated (|theta| > 3) and the stopping rule did not fire: "
+            f"{saturated:.0%} of the weights saturated (|theta| > {SATURATED_THETA:g}) and the stopping rule did not fire: "
             "their order says how long an alignment kept its sign, not how strong it was; "
             "lower outer_lr or fewer outer_iters"
         )

@@ -40,7 +40,7 @@ class Shard:
     num_labels: int
     encoder: object = None  # the TAM encoder (the LSTM needs its vocabulary size)
     # the generator's channel margin per sample (None when the pool has none): PLM evidence the
-    # loop can start theta from and draw its pseudo-validation rows by (ReweightConfig.prior)
+    # loop can start theta from and draw its pseudo-validation rows by (theta_init, valid_source)
     prior: torch.Tensor | None = None
 
     def __len__(self) -> int:
