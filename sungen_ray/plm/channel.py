@@ -149,8 +149,7 @@ def add_channel_margin(files: list, spec: TaskSpec, model_path: str, batch_size:
     from sungen_ray.data.labelled import read_parquet
     from sungen_ray.parallel.progress import Progress
 
-    todo = [f for f in files if "channel_margin" not in read_parquet(f).schema.names]
-    tables = {f: read_parquet(f) for f in todo}
+    tables = {f: table for f in files if "channel_margin" not in (table := read_parquet(f)).column_names}
     total = sum(t.num_rows for t in tables.values())
     scored, seconds = 0, 0.0
     if not total:
