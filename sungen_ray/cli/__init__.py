@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("sungen_ray.cli.generate", "generate a labelled synthetic pool with Ray Data + vLLM"),
     "reweight": ("sungen_ray.cli.reweight", "learn per-sample weights (SunGen bilevel robust reweighting)"),
     "train": ("sungen_ray.cli.train", "train the final task model on a (curated) pool"),
+    "export": ("sungen_ray.cli.export", "write a (curated) pool as a dataset with a card that datasets loads"),
     "evaluate": ("sungen_ray.cli.evaluate", "accuracy and macro-F1 of a trained task model on a gold file"),
     "predict": ("sungen_ray.cli.predict", "classify new text (--text or a JSONL/CSV/Parquet file) with a model"),
     "run": ("sungen_ray.cli.run", "run the whole pipeline (rounds of generate/reweight/select, train, report)"),

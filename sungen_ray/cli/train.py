@@ -9,12 +9,12 @@ from sungen_ray.curate.selection import SelectConfig
 from sungen_ray.tam.config import TamConfig
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments that say which rows of a pool to keep: shared by ``train`` and ``export``."""
     p.add_argument("--data", required=True, help="pool Parquet dir/file (or JSONL/CSV with text, label)")
-    p.add_argument("--out", required=True, help="directory for model.json, model.safetensors and train.json")
     p.add_argument(
         "--task",
-        help="built-in task name or spec YAML: the model's label names and number of labels come from it "
+        help="built-in task name or spec YAML: the label names and number of labels come from it "
         "(default: the data's label_name column, else '0', '1', ...)",
     )
     p.add_argument("--weights", help="weights.parquet (or its directory) from `sungen-ray reweight`")
@@ -24,25 +24,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threshold", type=float, default=SelectConfig.threshold, help="keep weight > threshold (mode threshold)"
     )
     p.add_argument("--weighted", action="store_true", help="train with the kept samples' weights")
+    p.add_argument("--num-labels", type=int, help="number of classes (default: the task's, else from the data)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_selection_arguments(p)
+    p.add_argument("--out", required=True, help="directory for the model (a transformers directory for minilm-ft)")
     p.add_argument("--tam", choices=field_choices(TamConfig, "name"), default=TamConfig.name)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-labels", type=int, help="number of classes (default: the task's, else from the data)")
     p.add_argument("--device", default="auto", help="cpu, cuda (or cuda:N) or auto = the GPU if torch sees one")
+    p.add_argument("--export", metavar="DIR", help="also write the curated set as a dataset with a card (see export)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def curated_from_args(args: argparse.Namespace):
+    """(task spec or None, label names, the pool, the selection config, the curated rows)."""
     import numpy as np
 
     from sungen_ray.config import from_dict
     from sungen_ray.curate.curated import curate, label_names_of
     from sungen_ray.curate.weights import read_weights
-    from sungen_ray.data import atomic
     from sungen_ray.data.labelled import load_data
-    from sungen_ray.plm.identity import generators_of
-    from sungen_ray.tam import final as final_model
 
     spec = _task(args.task, args.num_labels) if args.task else None
     data, num_labels = load_data(args.data, spec.num_labels if spec else args.num_labels)
@@ -57,11 +59,26 @@ def run(args: argparse.Namespace) -> int:
     weights = read_weights(args.weights, data.idx) if args.weights else np.ones(len(data))
     if not args.weights and sel.mode != "all":
         sel.mode = "all"  # without weights there is nothing to select by
-    curated = curate(data, weights, sel, num_labels)
+    return spec, names, data, sel, curate(data, weights, sel, num_labels), weights
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sungen_ray.config import from_dict
+    from sungen_ray.data import atomic
+    from sungen_ray.plm.identity import generators_of
+    from sungen_ray.tam import final as final_model
+
+    spec, names, data, sel, curated, weights = curated_from_args(args)
     cfg = from_dict(
         final_model.FinalConfig,
         {"tam": {"name": args.tam}, "epochs": args.epochs, "seed": args.seed, "device": args.device},
     )
+    if args.export:
+        from sungen_ray.cli.export import export_curated
+
+        export_curated(args, spec, names, data, sel, curated, weights)
     trained = final_model.fit(curated.data.text, curated.data.label, names, cfg, curated.weights)
     out = Path(args.out)
     meta = {
@@ -75,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     atomic.write_json(
         out / "train.json", {"kept": len(curated.data), "pool": len(data), "label_shares": curated.shares}
     )
-    print(f"trained {args.tam} on {len(curated.data)} of {len(data)} samples -> {out / final_model.MODEL_FILE}")
+    print(f"trained {args.tam} on {len(curated.data)} of {len(data)} samples -> {out}")
     return 0
 
 

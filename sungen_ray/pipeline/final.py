@@ -36,6 +36,7 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     models = pool.column("model").to_pylist() if "model" in pool.column_names else []
     generators = sorted({portable(str(m)) for m in models if m is not None}) or None
     meta = {"task": spec.name, "generator": generators}
+    _export_dataset(cfg, spec, table, pool, generators, directory / "dataset")
     if cfg.gold and not gold_ok:
         results["note"] = f"gold file {cfg.gold} not found: accuracy not measured"
         print(f"[pipeline] {results['note']}", flush=True)
@@ -66,3 +67,26 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     results["summary"] = summary
     atomic.write_json(directory / "final.json", results)
     return {"summary": summary, "gold": results["gold"], "note": results.get("note")}
+
+
+def _export_dataset(cfg: PipelineConfig, spec: TaskSpec, selected, pool, generators, out: Path) -> None:
+    """The curated set (the last round's kept rows) as a dataset with a card (``curate.dataset``)."""
+    from sungen_ray.config import to_dict
+    from sungen_ray.curate.dataset import write_dataset
+    from sungen_ray.curate.export_table import curated_table
+
+    kept = selected[selected["keep"]]
+    provenance = {
+        "task": spec.name,
+        "generator": generators,
+        "method": f"SunGen bilevel robust reweighting over {len(cfg.rounds)} round(s), then selection by weight",
+        "settings": {
+            "rounds": to_dict(cfg)["rounds"],
+            "reweight": to_dict(cfg.reweight),
+            "select": to_dict(cfg.select),
+        },
+        "pool_rows": len(selected),
+    }
+    table = curated_table(pool, kept["idx"].to_numpy(), kept["weight"].to_numpy())
+    write_dataset(out, table, spec.label_names, provenance)
+    print(f"[pipeline] curated set: {table.num_rows} rows -> {out} (loads with datasets.load_dataset)", flush=True)
