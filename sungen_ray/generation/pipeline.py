@@ -40,7 +40,7 @@ from sungen_ray.parallel.progress import EVERY_S, MIN_RATE_WINDOW_S, Progress
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
 FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
-STARTUP_NOTE_EVERY_S = 20.0  # "engines starting" lines while no output has come back yet
+STARTUP_NOTE_EVERY_S = 60.0  # "engines starting" lines while no output has come back yet
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of pass a start at a * spacing
 
 

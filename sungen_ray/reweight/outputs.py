@@ -39,8 +39,23 @@ def iteration_line(metrics: dict, max_iters: int) -> str:
     )
 
 
+_last_line_at = [-float("inf")]
+
+
 def log_iteration(metrics: dict, max_iters: int) -> None:
-    print(iteration_line(metrics, max_iters), flush=True)
+    """The first, last and stopping iterations always; between them one line per ``EVERY_S`` unless
+    verbose (a short run's every iteration was most of a quiet terminal's lines)."""
+    import time
+
+    from sungen_ray.parallel.progress import EVERY_S
+    from sungen_ray.parallel.ray_runtime import is_verbose
+
+    now = time.perf_counter()
+    it = metrics["iteration"]
+    edge = it in (0, 1, max_iters) or metrics.get("stopped")
+    if is_verbose() or edge or now - _last_line_at[0] >= EVERY_S:
+        _last_line_at[0] = now
+        print(iteration_line(metrics, max_iters), flush=True)
 
 
 def weights_table(idx: torch.Tensor, theta: torch.Tensor) -> pa.Table:
