@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bank import DEFAULT_POOL, bank_pool, default_gold
 
 from sungen_ray.config import config_hash, from_dict
 from sungen_ray.curate.baselines import tam_probabilities
@@ -99,9 +100,10 @@ def hybrid_score(row: str, weights: np.ndarray, probs: np.ndarray, labels: np.nd
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pool", required=True, help="a generated pool (sungen-ray generate --out DIR)")
-    ap.add_argument("--task", required=True)
-    ap.add_argument("--gold", required=True)
+    ap.add_argument("--pool", help="a generated pool (sungen-ray generate --out DIR) instead of --bank")
+    ap.add_argument("--bank", default=DEFAULT_POOL, help="a pool of the committed bank (benchmarks/pools/NAME)")
+    ap.add_argument("--task", help="(default: the bank pool's; required with --pool)")
+    ap.add_argument("--gold", help="(default: the task's file in ../shared/data)")
     ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"])
     ap.add_argument("--final-tam", default=None, help="final TAM (default: --tam)")
     ap.add_argument("--epochs", type=int, default=5, help="final TAM epochs")
@@ -111,12 +113,16 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    if args.pool:
+        if not args.task:
+            raise SystemExit("--pool needs --task")
+        data_dir = Path(args.pool) / "data"
+    else:
+        data_dir, args.task = bank_pool(args.bank)
+    args.gold = args.gold or default_gold(args.task)
     spec = load_task(args.task)
-    data_dir = Path(args.pool) / "data"
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
-    print(
-        f"pool: {len(pool)} samples of {args.task} from {args.pool}; rows {args.rows}; seeds {args.seeds}", flush=True
-    )
+    print(f"pool: {len(pool)} samples of {args.task} from {data_dir}; rows {args.rows}; seeds {args.seeds}", flush=True)
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:
         probs = None  # the confidence TAM's, fit once per seed for the hybrid rows

@@ -9,6 +9,8 @@ Every fit's scores are kept in ``--work`` (JSON, keyed by seed, variant and the 
 it), so an interrupted or partial run (``--variants``) resumes where it stopped: the minilm-ft table
 takes hours on a CPU and can be built over several runs.
 
+    python benchmarks/quality_synthetic.py                       # the bank's demo pool, SST-2 dev
+    python benchmarks/quality_synthetic.py --bank demo-sst2-1000-s3 --final-tam lr
     python benchmarks/quality_synthetic.py --gold ../shared/data/sst2/validation.jsonl \\
         --pool runs/quality-sst2-pool --num-samples 20000 --replicas 2 --tam minilm --seeds 0 1 2
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bank import DEFAULT_POOL, bank_pool, default_gold
 
 from sungen_ray.config import from_dict
 from sungen_ray.curate.baselines import LR_TAM, pool_score_columns, training_sets
@@ -38,17 +41,18 @@ from sungen_ray.tasks.spec import load_task
 
 VARIANTS = ("sungen", "zerogen", "confidence_tam", "confidence_plm", "confidence_channel", "confidence_lr", "cleanlab")
 WORK_DEFAULT = "runs/quality-sst2-work"
-BANK = Path(__file__).resolve().parent / "pools"
 # "lr": logistic regression on frozen MiniLM features, fitted to convergence (the demo's final model)
 TAM_SETTINGS = {"lr": LR_TAM}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gold", required=True)
+    ap.add_argument("--gold", help="(default: the task's file in ../shared/data)")
     ap.add_argument("--task", default="sst2")
-    ap.add_argument("--pool", default="runs/quality-sst2-pool", help="generated once, reused by later runs")
-    ap.add_argument("--bank", help="a pool of the committed bank (benchmarks/pools/NAME); sets --pool and --task")
+    ap.add_argument("--pool", help="a pool to generate once (with --num-samples) and reuse, instead of --bank")
+    ap.add_argument(
+        "--bank", default=DEFAULT_POOL, help="a pool of the committed bank (benchmarks/pools/NAME); sets --task"
+    )
     ap.add_argument("--num-samples", type=int, default=20000)
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--tam", default="minilm", choices=["bow", "lstm", "minilm"], help="the reweighting's TAM")
@@ -81,16 +85,14 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    if args.bank:
-        manifest = json.loads((BANK / "manifest.json").read_text())
-        if args.bank not in manifest:
-            raise SystemExit(f"--bank: no pool {args.bank!r} in {BANK / 'manifest.json'}; have {sorted(manifest)}")
-        args.task, args.existing_pool = manifest[args.bank]["task"], True
-        data_dir = BANK / args.bank / "pool.parquet"
+    if not args.pool:
+        data_dir, args.task = bank_pool(args.bank)
+        args.existing_pool = True
         if args.work == WORK_DEFAULT:  # the fit cache is per pool
             args.work = f"runs/quality-{args.bank}"
     else:
         data_dir = Path(args.pool) / "data"
+    args.gold = args.gold or default_gold(args.task)
     spec = load_task(args.task)
     if not args.existing_pool:
         generate(GenerateConfig(task=args.task, num_samples=args.num_samples, out=args.pool, replicas=args.replicas))

@@ -41,14 +41,14 @@ def pool_files(path: Path) -> list[Path]:
     raise SystemExit(f"{path}: no pool files")
 
 
-def pack(src: Path, name: str, seed: int | None, command: str, manifest: dict) -> None:
+def pack(src: Path, name: str, seed: int | None, command: str, manifest: dict, channel: bool = True) -> None:
     files = pool_files(src)
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").sort_by("idx")
     task = table.column("task")[0].as_py()
     spec = load_task(task)
     out = BANK / name / "pool.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if "channel_margin" not in table.column_names and ChannelConfig().active(spec.num_labels):
+    if channel and "channel_margin" not in table.column_names and ChannelConfig().active(spec.num_labels):
         tmp = out.with_suffix(".unscored.parquet")
         pq.write_table(table, tmp)
         print(add_channel_margin([tmp], spec, resolve_model(None)))
@@ -85,20 +85,32 @@ def main() -> None:
     ap.add_argument("--copy", help="one pool directory to copy into the bank as it is (plus channel scores)")
     ap.add_argument("--name")
     ap.add_argument("--command", default="see benchmarks/pools/README.md")
+    ap.add_argument(
+        "--no-channel",
+        action="store_true",
+        help="commit the pools without scoring them (a later run without the flag adds channel_margin)",
+    )
     args = ap.parse_args()
     path = BANK / "manifest.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     if args.copy:
-        pack(Path(args.copy), args.name or Path(args.copy).name, 0, args.command, manifest)
+        pack(Path(args.copy), args.name or Path(args.copy).name, 0, args.command, manifest, not args.no_channel)
     else:
         root = Path(args.dir)
         for s in range(1, 6):
             if (root / f"demo-sst2-1000-s{s}").is_dir():
-                pack(root / f"demo-sst2-1000-s{s}", f"demo-sst2-1000-s{s}", s, DEMO_CMD.format(seed=s), manifest)
+                pack(
+                    root / f"demo-sst2-1000-s{s}",
+                    f"demo-sst2-1000-s{s}",
+                    s,
+                    DEMO_CMD.format(seed=s),
+                    manifest,
+                    not args.no_channel,
+                )
         for task, n in (("sst2", 20000), ("agnews", 10000), ("dbpedia", 7000), ("imdb", 6000)):
             src = root / f"{task}-{n}"
             if (src / "manifest.json").is_file() and list(src.glob("data/*.parquet")):
-                pack(src, f"{task}-{n}", 0, GEN_CMD.format(task=task, n=n), manifest)
+                pack(src, f"{task}-{n}", 0, GEN_CMD.format(task=task, n=n), manifest, not args.no_channel)
     path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
 
 
