@@ -20,6 +20,7 @@ from sungen_ray.tasks.spec import TaskSpec
 def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     """Train the SunGen model and every baseline with the same TAM and seeds; evaluate on gold."""
     from sungen_ray.curate.baselines import pool_score_columns, training_sets
+    from sungen_ray.parallel.ray_runtime import is_verbose
     from sungen_ray.plm.identity import portable
     from sungen_ray.tam import final as final_model
 
@@ -52,8 +53,9 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
             if variant == "sungen" and seed == cfg.seeds[0]:
                 final_model.save(directory / "model", trained, {**meta, "variant": variant})
             results["variants"].setdefault(variant, []).append({"seed": seed, **entry})
-            acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
-            print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)
+            if is_verbose():  # quiet: one line per variant once every seed is done (below)
+                acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
+                print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)
     summary = {}
     for variant, runs in results["variants"].items():
         accs = [x["accuracy"] for x in runs if "accuracy" in x]
@@ -64,6 +66,10 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
             "accuracy_std": float(np.std(accs)) if accs else None,
             "macro_f1_mean": float(np.mean(f1s)) if f1s else None,
         }
+        acc = f", accuracy {summary[variant]['accuracy_mean']:.4f}" if accs else ""
+        spread = f" ± {summary[variant]['accuracy_std']:.4f}" if len(accs) > 1 else ""
+        seeds = f" over {len(runs)} seeds" if len(runs) > 1 else ""
+        print(f"[pipeline] final {variant}: {runs[0]['train_size']} samples{acc}{spread}{seeds}", flush=True)
     results["summary"] = summary
     atomic.write_json(directory / "final.json", results)
     return {"summary": summary, "gold": results["gold"], "note": results.get("note")}
