@@ -78,8 +78,11 @@ def add_health(out: Path, pool, num_labels: int | None, tam_name: str) -> dict:
     files = parquet_inputs(pool)
     channel = pool_channel_margin(files) if files else None
     lr_conf = None
-    if tam_name == "minilm" and len(labels) <= LR_MAX_ROWS:  # features already cached in this process
+    if tam_name == "minilm" and len(labels) <= LR_MAX_ROWS:  # the pool's stored features, not encoded again
         from sungen_ray.curate.baselines import lr_confidence
+        from sungen_ray.features.pool import attach_pool_features
+
+        attach_pool_features(pool)
 
         names = [str(k) for k in range(num_labels or int(labels.max()) + 1)]
         lr_conf = lr_confidence(pool_data.text, labels, names)

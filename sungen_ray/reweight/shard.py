@@ -1,5 +1,8 @@
 """Load this worker's rows of a labelled pool and encode them for the TAM.
 
+Frozen MiniLM features are not encoded here: the process that starts the run stores them beside
+the pool once (``sungen_ray.features``), and each worker reads only its own rows' vectors.
+
 Rows go to workers by ``idx % world_size``, so a restarted worker gets the same rows back. From
 Parquet a worker reads only the ``idx`` and ``label`` columns whole (to validate the pool and pick
 its rows) and streams the text column in chunks, keeping only its own texts, so its memory follows
@@ -20,7 +23,8 @@ import torch
 from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_files, read_parquet
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
-from sungen_ray.tam.encoded import concat_encoded
+from sungen_ray.tam.encoded import Dense, concat_encoded
+from sungen_ray.tam.minilm import MiniLMEncoder
 from sungen_ray.tam.registry import TamConfig, build_encoder
 
 STREAM_ROWS = 65_536  # texts per streamed chunk
@@ -71,21 +75,28 @@ def load_shard(path, num_labels: int | None, tam: TamConfig, rank: int = 0, worl
         encoder = build_encoder(tam, (chunk.to_pylist() for chunk in _stream_texts(files)))
     else:
         encoder = build_encoder(tam)
-    parts, start = [], 0
-    for chunk in _stream_texts(files):  # own texts only, encoded a chunk at a time
-        parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
-        start += len(chunk)
+    if isinstance(encoder, MiniLMEncoder):  # stored once per pool (features.pool): read, never encoded here
+        from sungen_ray.features.pool import read_pool_features
+
+        data = Dense(read_pool_features(files, mine, encoder.max_len))
+    else:
+        parts, start = [], 0
+        for chunk in _stream_texts(files):  # own texts only, encoded a chunk at a time
+            parts.append(encoder.encode(chunk.filter(pa.array(mine[start : start + len(chunk)])).to_pylist()))
+            start += len(chunk)
+        data = concat_encoded(parts)
+        del parts
     rows = np.flatnonzero(mine)
     prior = pool_channel_margin(files)
     shard = Shard(
         idx=torch.from_numpy(idx[rows]),
         labels=torch.from_numpy(labels[rows]),
-        data=concat_encoded(parts),
+        data=data,
         num_labels=num_labels,
         encoder=encoder,
         prior=None if prior is None else torch.from_numpy(prior[rows]),
     )
-    del parts, idx, labels, mine
+    del idx, labels, mine
     release_free_memory()
     return shard
 
