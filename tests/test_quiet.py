@@ -64,3 +64,12 @@ def test_filter_matches_only_listed_message_starts(monkeypatch):
     assert f.filter(record("Model Runner failed to start"))
     monkeypatch.setenv("SUNGEN_RAY_VERBOSE", "1")
     assert f.filter(record("Model Runner V2 requires Triton; using the V1 model runner instead."))
+
+
+def test_engine_processes_get_no_loading_bars(monkeypatch):
+    """The environment engine actors start with turns off transformers' weight-loading bars there."""
+    monkeypatch.setenv("SUNGEN_RAY_VERBOSE", "0")
+    env = {**os.environ, **quiet.engine_env()}
+    probe = "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -99,6 +99,7 @@ def engine_env() -> dict[str, str]:
         "VLLM_LOGGING_CONFIG_PATH": str(vllm_logging_config(cache_dir() / "vllm-logging.json")),
         "PYTHONWARNINGS": ",".join(f"ignore:{message}:{category}" for message, category in WARNING_FILTERS),
         "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10's one-off "NUMA binding: Using MEMBIND policy" note
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar in each engine
     }
 
 
