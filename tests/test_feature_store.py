@@ -85,8 +85,7 @@ def test_changed_max_len_invalidates_the_store(rounds):
     root, texts, _ = rounds
     pool = view(root, 1)
     ensure_pool_features(pool, LOCAL)
-    short = EmbedConfig(mode="local", max_len=4)
-    assert ensure_pool_features(pool, short)["texts_encoded"] == 36  # recomputed, not reused
+    assert ensure_pool_features(pool, LOCAL, max_len=4)["texts_encoded"] == 36  # recomputed, not reused
     got = read_pool_features(pool_parquet_files(pool), np.ones(36, bool), max_len=4)
     assert torch.allclose(got, minilm.encode_texts(texts[:36], max_len=4), atol=1e-5)
     with pytest.raises(SungenError, match="computed with"):  # a reader never takes the other key's vectors

@@ -30,12 +30,11 @@ class EmbedConfig:
     actors: int | None = None  # None: one per GPU, else one per threads_per_actor free CPUs
     threads_per_actor: int = 1
     batch_size: int = 256  # texts per network call
-    max_len: int = DEFAULT_MAX_LEN
 
     def validate(self) -> None:
         if self.mode not in ("auto", "ray", "local"):
             raise SungenError(f"features.mode: must be auto, ray or local, got {self.mode!r}")
-        for name in ("ray_min_rows", "threads_per_actor", "batch_size", "max_len"):
+        for name in ("ray_min_rows", "threads_per_actor", "batch_size"):
             if getattr(self, name) < 1:
                 raise SungenError(f"features.{name}: must be >= 1, got {getattr(self, name)}")
         if self.actors is not None and self.actors < 1:
@@ -56,14 +55,14 @@ def use_ray(cfg: EmbedConfig, rows: int) -> bool:
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
 
-def encode_parts(job: Job, cfg: EmbedConfig) -> Iterator[tuple[int, np.ndarray]]:
+def encode_parts(job: Job, cfg: EmbedConfig, max_len: int = DEFAULT_MAX_LEN) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (part, features in the part's row order) for every part of ``job``, each once whole."""
     rows = sum(len(t) for _, t in job)
     if not use_ray(cfg, rows):
         for part, (_, texts) in enumerate(job):
-            yield part, encode_texts(texts, cfg.max_len, cfg.batch_size).numpy()
+            yield part, encode_texts(texts, max_len, cfg.batch_size).numpy()
         return
-    yield from _encode_ray(job, cfg)
+    yield from _encode_ray(job, cfg, max_len)
 
 
 class _EncoderActor:
@@ -97,7 +96,7 @@ def _pool_size(cfg: EmbedConfig, gpus: float) -> int:
     return max(1, int(cpus // cfg.threads_per_actor))
 
 
-def _encode_ray(job: Job, cfg: EmbedConfig) -> Iterator[tuple[int, np.ndarray]]:
+def _encode_ray(job: Job, cfg: EmbedConfig, max_len: int) -> Iterator[tuple[int, np.ndarray]]:
     import ray
     from ray.data import DataContext
 
@@ -118,14 +117,14 @@ def _encode_ray(job: Job, cfg: EmbedConfig) -> Iterator[tuple[int, np.ndarray]]:
         ds = ray.data.from_arrow(tables).map_batches(
             _EncoderActor,
             fn_constructor_kwargs={
-                "max_len": cfg.max_len,
+                "max_len": max_len,
                 "batch_size": cfg.batch_size,
                 "threads": cfg.threads_per_actor,
                 "device": "cuda" if gpus else "cpu",
             },
             batch_size=cfg.batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             **({"num_gpus": 1} if gpus else {"num_cpus": cfg.threads_per_actor}),
         )
         out: list[np.ndarray | None] = [None] * len(job)

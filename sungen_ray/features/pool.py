@@ -79,7 +79,7 @@ def store_counts(path, max_len: int = DEFAULT_MAX_LEN) -> dict:
     }
 
 
-def ensure_pool_features(path, cfg: EmbedConfig | None = None) -> dict:
+def ensure_pool_features(path, cfg: EmbedConfig | None = None, max_len: int = DEFAULT_MAX_LEN) -> dict:
     """Encode and store the rows of every pool file at ``path`` that no store covers; return what
     was done: {rows, texts_encoded, where ("ray", "local" or None), seconds}."""
     cfg = cfg or EmbedConfig()
@@ -88,7 +88,7 @@ def ensure_pool_features(path, cfg: EmbedConfig | None = None) -> dict:
     if files is None:
         return {"rows": 0, "texts_encoded": 0, "where": None, "seconds": 0.0}
     t0 = time.perf_counter()
-    key, stores = minilm_key(cfg.max_len), {}
+    key, stores = minilm_key(max_len), {}
     job, targets, rows = [], [], 0
     for f in files:
         store = _open(stores, f, key, writable=True)
@@ -106,7 +106,7 @@ def ensure_pool_features(path, cfg: EmbedConfig | None = None) -> dict:
 
         where = "ray" if use_ray(cfg, encoded) else "local"
         print(f"[features] encoding {encoded} of {rows} pool texts ({where}); the rest are stored", flush=True)
-        for part, feats in encode_parts(job, cfg):
+        for part, feats in encode_parts(job, cfg, max_len):
             store, name, digest = targets[part]
             store.put(name, job[part][0], feats, digest, encoded=len(job[part][1]))
     return {"rows": rows, "texts_encoded": encoded, "where": where, "seconds": round(time.perf_counter() - t0, 3)}
@@ -116,29 +116,35 @@ def read_pool_features(files: list[Path], mine: np.ndarray, max_len: int = DEFAU
     """(mine.sum(), dim) stored features of the rows where ``mine`` is True (``mine`` runs over the
     pool's rows in file order). Reads ids and vectors only; encodes nothing: features missing,
     stale or truncated are a ``SungenError``."""
-    key, stores, parts, start = minilm_key(max_len), {}, [], 0
+    key, stores, start, filled = minilm_key(max_len), {}, 0, 0
+    # filled in place, one pool file at a time: the shard's size plus one file's vectors at the peak
+    # (collecting the parts and concatenating them held the shard twice: 4.5 GB at 1M rows)
+    out = np.empty((int(mine.sum()), key.dim), np.float32)
     for f in files:
         idx = read_parquet(f, columns=["idx"]).column(0).to_numpy()
-        store = _open(stores, f, key, writable=False)
-        parts.append(store.read(f.resolve().name, idx, mine[start : start + len(idx)]))
+        rows = _open(stores, f, key, writable=False).read(f.resolve().name, idx, mine[start : start + len(idx)])
+        if filled + len(rows) > len(out):
+            raise SungenError(f"pool has more rows than the row mask ({len(mine)})")
+        out[filled : filled + len(rows)] = rows
+        filled += len(rows)
         start += len(idx)
+        del rows
     if start != len(mine):
         raise SungenError(f"pool has {start} rows, the row mask {len(mine)}")
-    return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, DIM), np.float32))
+    return torch.from_numpy(out)
 
 
-def attach_pool_features(path, cfg: EmbedConfig | None = None) -> dict:
-    """Fill the pool's stores if needed, then make their vectors what ``MiniLMEncoder`` returns for
-    the pool's texts in this process. Returns ``ensure_pool_features``'s record."""
-    cfg = cfg or EmbedConfig()
-    done = ensure_pool_features(path, cfg)
+def attach_pool_features(path, cfg: EmbedConfig | None = None, max_len: int = DEFAULT_MAX_LEN) -> dict:
+    """Fill the pool's stores if needed, then make their vectors what ``MiniLMEncoder(max_len)``
+    returns for the pool's texts in this process. Returns ``ensure_pool_features``'s record."""
+    done = ensure_pool_features(path, cfg, max_len)
     files = pool_parquet_files(path)
     if files is None:
         return done
-    key, stores, texts, feats = minilm_key(cfg.max_len), {}, [], []
+    key, stores, texts, feats = minilm_key(max_len), {}, [], []
     for f in files:
         idx, t = _ids_and_texts(f)
         feats.append(_open(stores, f, key, writable=False).read(f.resolve().name, idx))
         texts += t
-    attach_features(cfg.max_len, texts, torch.from_numpy(np.concatenate(feats)))
+    attach_features(max_len, texts, torch.from_numpy(np.concatenate(feats)))
     return done
