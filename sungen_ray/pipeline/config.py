@@ -11,6 +11,7 @@ from sungen_ray.config import from_dict, load_yaml
 from sungen_ray.curate.baselines import BASELINES
 from sungen_ray.curate.selection import SelectConfig
 from sungen_ray.errors import SungenError
+from sungen_ray.features.embed import EmbedConfig
 from sungen_ray.generation.config import EngineSettings
 from sungen_ray.plm.channel import ChannelConfig
 from sungen_ray.reweight.config import ReweightConfig
@@ -52,6 +53,9 @@ class PipelineConfig:
     channel: ChannelConfig = field(default_factory=ChannelConfig)  # the PLM's channel margin per sample
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
     workers: int = 1  # >1: reweighting on Ray Train workers with sharded weights
+    # how frozen MiniLM features are computed (once per pool row, stored beside the pool): how, not
+    # what, so it is no stage's input
+    features: EmbedConfig = field(default_factory=EmbedConfig)
     use_gpu: bool = False
     select: SelectConfig = field(default_factory=SelectConfig)
     final: FinalConfig = field(default_factory=FinalConfig)

@@ -13,7 +13,7 @@ from sungen_ray.data import atomic
 from sungen_ray.data.labelled import read_table
 from sungen_ray.pipeline.config import PipelineConfig
 from sungen_ray.pipeline.layout import RunLayout
-from sungen_ray.pipeline.rounds import pool_view
+from sungen_ray.pipeline.rounds import counted_encoding, pool_view
 from sungen_ray.tasks.spec import TaskSpec
 
 
@@ -41,21 +41,24 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     if cfg.gold and not gold_ok:
         results["note"] = f"gold file {cfg.gold} not found: accuracy not measured"
         print(f"[pipeline] {results['note']}", flush=True)
-    for seed in cfg.seeds:
-        final_cfg = dataclasses.replace(cfg.final, seed=seed)
-        sets = training_sets(table, pool_scores, cfg.baselines, cfg.select.weighted, spec, final_cfg)
-        for variant, (texts, labels, weights, info) in sets.items():
-            t0 = time.perf_counter()
-            trained = final_model.fit(texts, labels, spec.label_names, final_cfg, weights)
-            entry = {"train_size": len(texts), "train_seconds": time.perf_counter() - t0, **info}
-            if gold_ok:
-                entry.update(final_model.evaluate(trained, gold))
-            if variant == "sungen" and seed == cfg.seeds[0]:
-                final_model.save(directory / "model", trained, {**meta, "variant": variant})
-            results["variants"].setdefault(variant, []).append({"seed": seed, **entry})
-            if is_verbose():  # quiet: one line per variant once every seed is done (below)
-                acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
-                print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)
+    # stored pool features, attached: SunGen and every baseline train on them; only gold texts are encoded
+    uses_minilm = cfg.final.tam.name == "minilm" or "confidence_lr" in cfg.baselines
+    with counted_encoding(pool_view(layout, len(cfg.rounds) - 1), cfg, uses_minilm, attach=True) as features:
+        for seed in cfg.seeds:
+            final_cfg = dataclasses.replace(cfg.final, seed=seed)
+            sets = training_sets(table, pool_scores, cfg.baselines, cfg.select.weighted, spec, final_cfg)
+            for variant, (texts, labels, weights, info) in sets.items():
+                t0 = time.perf_counter()
+                trained = final_model.fit(texts, labels, spec.label_names, final_cfg, weights)
+                entry = {"train_size": len(texts), "train_seconds": time.perf_counter() - t0, **info}
+                if gold_ok:
+                    entry.update(final_model.evaluate(trained, gold))
+                if variant == "sungen" and seed == cfg.seeds[0]:
+                    final_model.save(directory / "model", trained, {**meta, "variant": variant})
+                results["variants"].setdefault(variant, []).append({"seed": seed, **entry})
+                if is_verbose():  # quiet: one line per variant once every seed is done (below)
+                    acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else ""
+                    print(f"[pipeline] final {variant} seed {seed}: {len(texts)} samples{acc}", flush=True)
     summary = {}
     for variant, runs in results["variants"].items():
         accs = [x["accuracy"] for x in runs if "accuracy" in x]
@@ -71,8 +74,9 @@ def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
         seeds = f" over {len(runs)} seeds" if len(runs) > 1 else ""
         print(f"[pipeline] final {variant}: {runs[0]['train_size']} samples{acc}{spread}{seeds}", flush=True)
     results["summary"] = summary
+    results["features"] = features
     atomic.write_json(directory / "final.json", results)
-    return {"summary": summary, "gold": results["gold"], "note": results.get("note")}
+    return {"summary": summary, "gold": results["gold"], "note": results.get("note"), "features": features}
 
 
 def _export_dataset(cfg: PipelineConfig, spec: TaskSpec, selected, pool, generators, out: Path) -> None:

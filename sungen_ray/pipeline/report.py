@@ -154,6 +154,7 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
         "examples": examples,
         "total_seconds": round(total_seconds, 1),
     }
+    report["features"] = encoding_counts(cfg, layout, rounds, report["final"])
     manifest = layout.pool(0) / "manifest.json"
     report["model"] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
     report["summary"] = summary_lines(report, spec)
@@ -171,6 +172,22 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
     tmp.write_text(_markdown(report, spec))
     tmp.replace(layout.report_md)
     return report
+
+
+def encoding_counts(cfg, layout: RunLayout, rounds: list[dict], final: dict | None) -> dict:
+    """How many texts the run ran through frozen MiniLM: ``texts_encoded`` is persisted in the
+    pools' feature stores by whichever process encoded them (killed and resumed drivers, Ray Data
+    actors), so it equals ``stored_rows`` when every pool text was encoded exactly once;
+    ``outside_store`` is what stages encoded besides (gold texts), as their stage records say."""
+    from sungen_ray.features.pool import store_counts
+
+    stores = [store_counts(layout.pool_data(r)) for r in range(len(cfg.rounds)) if layout.pool_data(r).is_dir()]
+    stages = [(r["reweight"] or {}).get("features") for r in rounds] + [(final or {}).get("features")]
+    return {
+        "stored_rows": sum(s["rows"] for s in stores),
+        "texts_encoded": sum(s["texts_encoded"] for s in stores),
+        "outside_store": sum((f or {}).get("outside_store", 0) for f in stages),
+    }
 
 
 def summary_lines(rep: dict, spec) -> list[str]:

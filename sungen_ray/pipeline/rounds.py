@@ -3,6 +3,7 @@ rounds 0..r, select the curated set. Each function is one stage's body (see ``dr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def score_channel(cfg: PipelineConfig, spec: TaskSpec, pool_data: Path) -> dict:
 def reweight_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path) -> dict:
     from sungen_ray.reweight.api import reweight_pool
 
-    reweight_pool(pool_view(RunLayout(cfg.out), r), directory, cfg.reweight, cfg.workers, cfg.use_gpu, spec.num_labels)
+    view = pool_view(RunLayout(cfg.out), r)
+    with counted_encoding(view, cfg, cfg.reweight.tam.name == "minilm", attach=False) as features:
+        reweight_pool(view, directory, cfg.reweight, cfg.workers, cfg.use_gpu, spec.num_labels)
     metrics = json.loads((directory / "metrics.json").read_text())
     its = metrics["iterations"]
     return {
@@ -105,7 +108,31 @@ def reweight_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path)
         "outer_loss_last": its[-1]["outer_loss"] if its else None,
         "seconds_per_iteration": float(np.mean([sum(m["seconds"].values()) for m in its])) if its else None,
         "health": metrics.get("health"),
+        "features": features,
     }
+
+
+@contextlib.contextmanager
+def counted_encoding(view: Path, cfg: PipelineConfig, needed: bool, attach: bool):
+    """Store the pool's MiniLM features before a stage (only rows no store covers are encoded;
+    ``attach``: hand them to this process's encoder too) and count, in the dict yielded, what the
+    stage encoded: ``stored`` (pool texts encoded into a store now), ``where`` (ray / local) and
+    ``outside_store`` (texts this process encoded besides, e.g. gold texts; pool texts never)."""
+    from sungen_ray.features.pool import attach_pool_features, ensure_pool_features
+    from sungen_ray.tam import minilm
+
+    record: dict = {"stored": 0, "where": None, "outside_store": 0}
+    before = minilm.texts_encoded()
+    if needed:
+        fill = (attach_pool_features if attach else ensure_pool_features)(view, cfg.features)
+        record.update(stored=fill["texts_encoded"], where=fill["where"], seconds=fill["seconds"])
+    try:
+        yield record
+    finally:
+        if attach:
+            minilm.detach_features()
+    local = record["stored"] if record["where"] == "local" else 0
+    record["outside_store"] = minilm.texts_encoded() - before - local
 
 
 def select_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path) -> dict:
