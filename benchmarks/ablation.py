@@ -45,6 +45,7 @@ from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import read_weights
 from sungen_ray.data.atomic import read_json
 from sungen_ray.data.labelled import read_labelled
+from sungen_ray.features.pool import attach_pool_features
 from sungen_ray.reweight.api import reweight_pool
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam import final as final_model
@@ -123,6 +124,7 @@ def main() -> None:
     spec = load_task(args.task)
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
     print(f"pool: {len(pool)} samples of {args.task} from {data_dir}; rows {args.rows}; seeds {args.seeds}", flush=True)
+    attach_pool_features(data_dir)  # MiniLM features stored once beside the pool; every fit below reads them
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:
         probs = None  # the confidence TAM's, fit once per seed for the hybrid rows

@@ -32,6 +32,7 @@ from sungen_ray.curate.selection import SelectConfig, select
 from sungen_ray.curate.weights import ranked_by_label, read_weights
 from sungen_ray.data.atomic import write_json
 from sungen_ray.data.labelled import read_labelled, read_table
+from sungen_ray.features.pool import attach_pool_features
 from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.pipeline import generate
 from sungen_ray.reweight.api import reweight_pool
@@ -99,6 +100,7 @@ def main() -> None:
     pool = read_labelled(data_dir, num_labels=spec.num_labels)
     pool_scores = pool_score_columns(read_table(data_dir))
     print(f"pool: {len(pool)} samples from {data_dir}")
+    attach_pool_features(data_dir)  # MiniLM features stored once beside the pool; every fit below reads them
 
     final_tam = args.final_tam or args.tam
     filter_tam = args.filter_tam or final_tam
