@@ -7,7 +7,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sungen_ray.cli.train import add_selection_arguments
+    from sungen_ray.cli.selection_args import add_selection_arguments
 
     add_selection_arguments(p)
     p.add_argument("--out", required=True, help="dataset directory (README.md card + data/*.parquet); replaced")
@@ -48,7 +48,7 @@ def export_curated(args, spec, names, data, sel, curated, weights) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sungen_ray.cli.train import curated_from_args
+    from sungen_ray.cli.selection_args import curated_from_args
 
     export_curated(args, *curated_from_args(args))
     return 0

@@ -148,3 +148,10 @@ def attach_pool_features(path, cfg: EmbedConfig | None = None, max_len: int = DE
         texts += t
     attach_features(max_len, texts, torch.from_numpy(np.concatenate(feats)))
     return done
+
+
+def ensure_tam_features(data, tam_name: str) -> None:
+    """Before reweighting with ``tam_name``: its frozen-encoder features stored beside the pool, so
+    no worker encodes (only rows no store covers are encoded). TAMs without frozen features: nothing."""
+    if tam_name == "minilm":
+        ensure_pool_features(data)

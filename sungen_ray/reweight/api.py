@@ -54,6 +54,7 @@ def reweight_pool(
         )
         return out
 
+    from sungen_ray.features.pool import ensure_tam_features
     from sungen_ray.reweight.loop import run as run_loop
     from sungen_ray.reweight.loop import state_to
     from sungen_ray.reweight.outputs import load_state, save_state, write_outputs
@@ -69,7 +70,7 @@ def reweight_pool(
             add_health(out, data, num_labels, cfg.tam.name)
             print(f"[reweight] already finished, kept {out / 'weights.parquet'} ({done['iterations_run']} iterations)")
             return out
-    ensure_features(data, cfg)
+    ensure_tam_features(data, cfg.tam.name)
     shard = load_shard(data, num_labels, cfg.tam).to(resolve_device(cfg.device))
     digest = run_digest(cfg, data_path, len(shard))
     state, history = load_state(out, digest)
@@ -86,12 +87,3 @@ def reweight_pool(
     add_health(out, data, num_labels, cfg.tam.name)
     print(f"[reweight] wrote {out / 'weights.parquet'} ({len(shard)} weights, {state['iteration']} iterations)")
     return out
-
-
-def ensure_features(data, cfg: ReweightConfig) -> None:
-    """Frozen-encoder features of the pool stored beside it, before any worker reads them (only
-    rows no store covers are encoded; see ``sungen_ray.features``)."""
-    if cfg.tam.name == "minilm":
-        from sungen_ray.features.pool import ensure_pool_features
-
-        ensure_pool_features(data)

@@ -109,9 +109,9 @@ def run_distributed(
     if latest is None or not latest[1]["finished"]:
         if fail_at_iteration is None and os.environ.get(FAIL_ENV):
             fail_at_iteration = int(os.environ[FAIL_ENV])
-        from sungen_ray.reweight.api import ensure_features
+        from sungen_ray.features.pool import ensure_tam_features
 
-        ensure_features(data_path, cfg)  # workers read their rows' features; they never encode
+        ensure_tam_features(data_path, cfg.tam.name)  # workers read their rows' features; they never encode
         clock = time.perf_counter()
         _fit(
             data_path=data_path,
