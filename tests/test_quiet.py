@@ -73,3 +73,17 @@ def test_engine_processes_get_no_loading_bars(monkeypatch):
     probe = "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_engines_on_a_joined_cluster_get_no_local_config_file(monkeypatch):
+    """vLLM refuses to start when VLLM_LOGGING_CONFIG_PATH names a missing file, and our file exists
+    on this host only: engines of a cluster joined by address (other hosts) get the level alone."""
+    from sungen_ray.parallel import ray_runtime
+
+    monkeypatch.setenv("SUNGEN_RAY_VERBOSE", "0")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    joined = ray_runtime.engine_log_env()
+    assert "VLLM_LOGGING_CONFIG_PATH" not in joined and joined["VLLM_LOGGING_LEVEL"] == "WARNING"
+    monkeypatch.delenv("RAY_ADDRESS")
+    local = ray_runtime.engine_log_env()
+    assert os.path.isfile(local["VLLM_LOGGING_CONFIG_PATH"])

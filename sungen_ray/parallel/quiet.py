@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 # (message start, why it is benign here)
@@ -40,9 +41,20 @@ _PATTERN = re.compile("|".join(re.escape(start) for start, _ in BENIGN))
 WARNING_FILTERS = [("`torch.distributed.reduce_op` is deprecated", "FutureWarning")]
 
 
-def verbose() -> bool:
-    from sungen_ray.parallel.ray_runtime import is_verbose
+VERBOSE_ENV = "SUNGEN_RAY_VERBOSE"
 
+
+def set_verbose(verbose: bool) -> None:
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    quiet_this_process()
+
+
+def is_verbose() -> bool:
+    """The one switch, read from the environment so Ray workers and engine subprocesses inherit it."""
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def verbose() -> bool:
     return is_verbose()
 
 
@@ -50,7 +62,7 @@ class BenignFilter(logging.Filter):
     """Drops the ``BENIGN`` messages unless the run is verbose (the environment switch)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if os.environ.get("SUNGEN_RAY_VERBOSE", "0") == "1":
+        if is_verbose():
             return True
         try:
             message = record.getMessage()
@@ -88,19 +100,24 @@ def vllm_logging_config(path: Path) -> Path:
     return path
 
 
-def engine_env() -> dict[str, str]:
-    """Environment for engine actors (their vLLM subprocesses inherit it). Verbose: vLLM's INFO."""
+def engine_env(filtered_config: bool = True) -> dict[str, str]:
+    """Environment for engine actors (their vLLM subprocesses inherit it). Verbose: vLLM's INFO.
+
+    ``filtered_config``: point vLLM at our logging config file, which exists on this host only; vLLM
+    refuses to start an engine whose config file is missing, so engines that may run on another
+    node get the level alone (a few benign notes more, never a failed start)."""
     if verbose():
         return {"VLLM_LOGGING_LEVEL": "INFO"}
-    from sungen_ray.plm.cache import cache_dir
-
-    return {
+    env = {
         "VLLM_LOGGING_LEVEL": "WARNING",
-        "VLLM_LOGGING_CONFIG_PATH": str(vllm_logging_config(cache_dir() / "vllm-logging.json")),
         "PYTHONWARNINGS": ",".join(f"ignore:{message}:{category}" for message, category in WARNING_FILTERS),
         "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10's one-off "NUMA binding: Using MEMBIND policy" note
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar in each engine
     }
+    if filtered_config:
+        path = Path(tempfile.gettempdir()) / f"sungen-ray-{os.getuid()}" / "vllm-logging.json"
+        env["VLLM_LOGGING_CONFIG_PATH"] = str(vllm_logging_config(path))
+    return env
 
 
 def setup_worker() -> None:

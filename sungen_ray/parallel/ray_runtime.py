@@ -17,26 +17,26 @@ import os
 from pathlib import Path
 
 from sungen_ray.errors import SungenError
-
-VERBOSE_ENV = "SUNGEN_RAY_VERBOSE"
-
-
-def set_verbose(verbose: bool) -> None:
-    from sungen_ray.parallel.quiet import quiet_this_process
-
-    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
-    quiet_this_process()
-
-
-def is_verbose() -> bool:
-    return os.environ.get(VERBOSE_ENV, "0") == "1"
+from sungen_ray.parallel.quiet import VERBOSE_ENV, is_verbose, set_verbose  # noqa: F401  (the runtime's switch)
 
 
 def engine_log_env() -> dict[str, str]:
-    """Environment for engine actors: how loud vLLM is there (``quiet.engine_env``)."""
+    """Environment for engine actors: how loud vLLM is there (``quiet.engine_env``), with the
+    filtered logging config only where every node shares this host's files."""
     from sungen_ray.parallel.quiet import engine_env
 
-    return engine_env()
+    return engine_env(filtered_config=all_nodes_on_this_host())
+
+
+def all_nodes_on_this_host() -> bool:
+    """True for our private local cluster (or one whose every node runs here, as in tests); False when
+    we joined a cluster by address, where nodes may come and go on other hosts."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or not ray.is_initialized():
+        return not os.environ.get("RAY_ADDRESS")
+    here = ray.util.get_node_ip_address()
+    return all(n["NodeManagerAddress"] == here for n in ray.nodes() if n.get("Alive"))
 
 
 def quiet_ray_data() -> None:
