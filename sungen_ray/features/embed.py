@@ -105,10 +105,19 @@ def _encode_ray(job: Job, cfg: EmbedConfig, max_len: int) -> Iterator[tuple[int,
     ensure_ray()
     gpus = ray.cluster_resources().get("GPU", 0)
     actors = _pool_size(cfg, gpus)
+    # one block per network batch, not per pool file: the actors take blocks as they free up, so
+    # none idles at the end while another works through a whole file (4 files on 2 actors left one
+    # idle for seconds when their starts were staggered)
     tables = [
-        pa.table({"part": np.full(len(t), k, np.int32), "pos": np.arange(len(t), dtype=np.int64), "text": t})
+        pa.table(
+            {
+                "part": np.full(len(t[a : a + cfg.batch_size]), k, np.int32),
+                "pos": np.arange(a, a + len(t[a : a + cfg.batch_size]), dtype=np.int64),
+                "text": t[a : a + cfg.batch_size],
+            }
+        )
         for k, (_, t) in enumerate(job)
-        if len(t)
+        for a in range(0, len(t), cfg.batch_size)
     ]
     ctx = DataContext.get_current()
     keep_order = ctx.execution_options.preserve_order
