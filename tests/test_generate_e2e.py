@@ -225,3 +225,34 @@ def test_a_finished_round_leaves_no_stream_running(ray_local, default_model, tmp
     while (running := streams() - before) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not running, f"{sorted(t.name for t in running)} still running 10 s after the round ended"
+
+
+def test_transformers_rows_are_seeded_per_row_whatever_their_batch(ray_local, default_model):
+    # The fallback engine used to seed a whole batch from its first row, so a row's text depended on
+    # the rows batched with it and a resumed round regenerated lost rows differently (issue 22).
+    # Every row id appears twice, the second time among other neighbours: the copies must agree.
+    import random
+
+    from sungen_ray.generation.engines import EngineOptions
+    from sungen_ray.generation.pipeline import run_engine
+
+    spec = load_task("sst2")
+    prompt = spec.labels[0].prompts[0]
+    ids = list(range(12))
+    again = ids[:]
+    random.Random(3).shuffle(again)
+    rows = [{"row_id": i, "label": 0, "label_name": "negative", "prompt": prompt} for i in ids + again]
+    cfg = GenerateConfig(
+        task="sst2", num_samples=12, out="unused", engine="transformers", batch_size=4, batches_per_block=1
+    )
+    opts = EngineOptions(model=default_model, decoding=spec.decoding, replicas=1, batch_size=4, seed=5)
+    seen: dict[int, list[tuple[str, float]]] = {}
+    for batch in run_engine(cfg, opts, rows):
+        assert not any(batch["error"]), batch["error"]
+        for row_id, text, lp in zip(batch["row_id"], batch["generated_text"], batch["logprob"]):
+            seen.setdefault(int(row_id), []).append((str(text), float(lp)))
+    assert sorted(seen) == ids and all(len(v) == 2 for v in seen.values())
+    differing = [i for i, (a, b) in seen.items() if a[0] != b[0]]
+    assert not differing, f"rows {differing} gave different texts in different batches (not seeded per row)"
+    assert all(abs(a[1] - b[1]) < 1e-3 for a, b in seen.values())
+    assert len({v[0][0] for v in seen.values()}) == len(ids), "distinct row ids sampled the same text"

@@ -187,6 +187,43 @@ def vllm_stage(ds, opts: EngineOptions):
     return processor(ds)
 
 
+class _RowSampler:
+    """Samples each row from its own seeded generator (a logits processor ``generate`` calls last):
+    a row's text then depends on (seed, row id) alone, not on which rows share its batch, as with
+    vLLM's per-request seeds, so a resumed round regenerates lost rows exactly. It applies the
+    task's temperature, top-k and top-p, samples, records the token's log-prob under that
+    distribution, and hands ``generate`` a one-hot score row so its own draw picks the same token."""
+
+    def __init__(self, decoding, seeds: list[int], device: str):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.torch = torch
+        self.warpers = [TemperatureLogitsWarper(decoding.temperature)] if decoding.temperature != 1.0 else []
+        if decoding.top_k:
+            self.warpers.append(TopKLogitsWarper(decoding.top_k))
+        if decoding.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(decoding.top_p))
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        probs = logp.exp()
+        picked = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        self.steps.append(logp.gather(1, picked[:, None])[:, 0])
+        onehot = torch.full_like(scores, -math.inf)
+        onehot.scatter_(1, picked[:, None], 0.0)
+        return onehot
+
+    def logprobs(self):
+        """(rows, steps) log-prob of each sampled token (steps after a row ended are ignored)."""
+        return self.torch.stack(self.steps, dim=1)
+
+
 class TransformersGenerator:
     """A Ray Data actor holding one Hugging Face model: the fallback where vLLM can't be installed."""
 
@@ -214,15 +251,18 @@ class TransformersGenerator:
         n = len(prompts)
         texts, ntoks, logprobs, errors = [""] * n, [0] * n, [math.nan] * n, [""] * n
         try:
-            torch.manual_seed(row_seed(self.opts.seed, int(batch["row_id"][0])))
+            sampler = _RowSampler(d, [row_seed(self.opts.seed, int(r)) for r in batch["row_id"]], self.device)
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
                     **enc,
                     do_sample=True,
-                    top_p=d.top_p,
-                    top_k=d.top_k,
-                    temperature=d.temperature,
+                    # the warpers run inside the sampler, after the penalties (generate would add
+                    # them after any processor we pass, so they are switched off here)
+                    top_p=1.0,
+                    top_k=0,
+                    temperature=1.0,
+                    logits_processor=[sampler],
                     repetition_penalty=d.repetition_penalty,
                     max_new_tokens=d.max_new_tokens,
                     min_new_tokens=d.min_new_tokens,
@@ -230,10 +270,9 @@ class TransformersGenerator:
                     tokenizer=self.tokenizer,
                     pad_token_id=self.tokenizer.pad_token_id,
                     return_dict_in_generate=True,
-                    output_scores=True,
                 )
             new = out.sequences[:, enc["input_ids"].shape[1] :]
-            scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            scores = sampler.logprobs()
             pad = self.tokenizer.pad_token_id
             eos = self.tokenizer.eos_token_id
             for i in range(n):
