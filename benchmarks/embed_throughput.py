@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sungen_ray.data.labelled import parquet_inputs  # noqa: E402
 from sungen_ray.features.embed import EmbedConfig  # noqa: E402
-from sungen_ray.features.pool import ensure_pool_features, pool_parquet_files, read_pool_features  # noqa: E402
+from sungen_ray.features.pool import ensure_pool_features, read_pool_features  # noqa: E402
 from sungen_ray.tam import minilm  # noqa: E402
 
 BANK = Path(__file__).resolve().parent / "pools"
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
         done = ensure_pool_features(pool, cfg)
         stage_s = time.perf_counter() - t0
         assert done["texts_encoded"] == len(texts) and done["where"] == "ray", done
-        stored = read_pool_features(pool_parquet_files(pool), np.ones(len(texts), bool))
+        stored = read_pool_features(parquet_inputs(pool), np.ones(len(texts), bool))
     ray.shutdown()  # the actors' cores back before the loop runs
 
     torch.set_num_threads(cores)

@@ -13,12 +13,12 @@ import pytest
 import torch
 from reweight_data import sentiment_texts
 
+from sungen_ray.data.labelled import parquet_inputs
 from sungen_ray.errors import SungenError
 from sungen_ray.features.embed import EmbedConfig
 from sungen_ray.features.pool import (
     attach_pool_features,
     ensure_pool_features,
-    pool_parquet_files,
     read_pool_features,
     store_counts,
 )
@@ -74,11 +74,11 @@ def test_each_round_encodes_only_its_new_rows_and_stored_vectors_equal_encoding(
     assert ensure_pool_features(view(root, 2), LOCAL)["texts_encoded"] == 0
     assert minilm.texts_encoded() - before == 60
     assert store_counts(root / "view-2") == {"rows": 60, "texts_encoded": 60}
-    stored = read_pool_features(pool_parquet_files(root / "view-2"), np.ones(60, bool))
+    stored = read_pool_features(parquet_inputs(root / "view-2"), np.ones(60, bool))
     assert torch.allclose(stored, minilm.encode_texts(texts), atol=1e-5)
     # the store sits beside the data, hidden from every pool reader
     assert (root / "pool" / "round-00" / "data" / STORE_DIR / "manifest.json").is_file()
-    assert len(pool_parquet_files(root / "pool" / "round-00" / "data")) == 1
+    assert len(parquet_inputs(root / "pool" / "round-00" / "data")) == 1
 
 
 def test_changed_max_len_invalidates_the_store(rounds):
@@ -86,10 +86,10 @@ def test_changed_max_len_invalidates_the_store(rounds):
     pool = view(root, 1)
     ensure_pool_features(pool, LOCAL)
     assert ensure_pool_features(pool, LOCAL, max_len=4)["texts_encoded"] == 36  # recomputed, not reused
-    got = read_pool_features(pool_parquet_files(pool), np.ones(36, bool), max_len=4)
+    got = read_pool_features(parquet_inputs(pool), np.ones(36, bool), max_len=4)
     assert torch.allclose(got, minilm.encode_texts(texts[:36], max_len=4), atol=1e-5)
     with pytest.raises(SungenError, match="computed with"):  # a reader never takes the other key's vectors
-        read_pool_features(pool_parquet_files(pool), np.ones(36, bool))
+        read_pool_features(parquet_inputs(pool), np.ones(36, bool))
     assert store_counts(pool, max_len=4)["texts_encoded"] == 72  # the counter keeps every encoding
 
 
@@ -98,15 +98,15 @@ def test_truncated_or_missing_feature_file_is_an_error_for_readers_and_recompute
     pool = view(root, 1)
     ensure_pool_features(pool, LOCAL)
     stored = root / "pool" / "round-00" / "data" / STORE_DIR / "r0-part-0.parquet"
-    good = read_pool_features(pool_parquet_files(pool), np.ones(36, bool))
+    good = read_pool_features(parquet_inputs(pool), np.ones(36, bool))
     stored.write_bytes(stored.read_bytes()[:-100])
     with pytest.raises(SungenError, match="truncated"):
-        read_pool_features(pool_parquet_files(pool), np.ones(36, bool))
+        read_pool_features(parquet_inputs(pool), np.ones(36, bool))
     assert ensure_pool_features(pool, LOCAL)["texts_encoded"] == 36
-    assert torch.equal(read_pool_features(pool_parquet_files(pool), np.ones(36, bool)), good)
+    assert torch.equal(read_pool_features(parquet_inputs(pool), np.ones(36, bool)), good)
     stored.unlink()
     with pytest.raises(SungenError, match="missing"):
-        read_pool_features(pool_parquet_files(pool), np.ones(36, bool))
+        read_pool_features(parquet_inputs(pool), np.ones(36, bool))
     assert ensure_pool_features(pool, LOCAL)["texts_encoded"] == 36
 
 
@@ -119,7 +119,7 @@ def test_a_pool_file_whose_texts_changed_is_encoded_again(rounds):
     changed = texts[:35] + ["a completely different sentence"]
     pq.write_table(table.set_column(1, "text", pa.array(changed)), data)
     assert ensure_pool_features(pool, LOCAL)["texts_encoded"] == 36
-    got = read_pool_features(pool_parquet_files(pool), np.ones(36, bool))
+    got = read_pool_features(parquet_inputs(pool), np.ones(36, bool))
     assert torch.allclose(got[-1], minilm.encode_texts(changed[-1:])[0], atol=1e-5)
     # a channel-scored rewrite (a new column, same ids and texts) keeps the stored features
     pq.write_table(pq.read_table(data).append_column("channel_margin", pa.array(np.zeros(36, np.float32))), data)
@@ -163,6 +163,6 @@ def test_ray_data_stage_stores_what_the_in_process_loop_computes(ray_local, roun
     pool = view(root, 2)
     done = ensure_pool_features(pool, EmbedConfig(mode="ray", batch_size=16, actors=2))
     assert done == {**done, "texts_encoded": 60, "where": "ray", "rows": 60}
-    got = read_pool_features(pool_parquet_files(pool), np.ones(60, bool))
+    got = read_pool_features(parquet_inputs(pool), np.ones(60, bool))
     assert torch.allclose(got, minilm.encode_texts(texts), atol=1e-5)
     assert store_counts(pool)["texts_encoded"] == 60

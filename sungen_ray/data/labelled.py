@@ -67,6 +67,17 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+def parquet_inputs(path) -> list[Path] | None:
+    """The Parquet files of ``path`` in reading order, or None for a JSONL/CSV file or a list of
+    files (read whole: small by nature)."""
+    if isinstance(path, (list, tuple)):
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise SungenError(f"data not found: {p}")
+    return parquet_files(p) if p.is_dir() or p.suffix.lower() == ".parquet" else None
+
+
 def read_parquet(file: Path, columns: list[str] | None = None) -> pa.Table:
     """One Parquet file, with a failure naming that file (a truncated one in a pool dir of many)."""
     try:

@@ -21,21 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sungen_ray.data.labelled import parquet_files, read_parquet
+from sungen_ray.data.labelled import parquet_inputs, read_parquet
 from sungen_ray.errors import SungenError
 from sungen_ray.features.embed import EmbedConfig, encode_parts
 from sungen_ray.features.store import FeatureKey, FeatureStore, pool_digest, store_dir
 from sungen_ray.tam.minilm import DEFAULT_MAX_LEN, DIM, attach_features, encoder_id
-
-
-def pool_parquet_files(path) -> list[Path] | None:
-    """The pool's Parquet files in reading order, or None for a JSONL/CSV file or a list of files."""
-    if isinstance(path, (list, tuple)):
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise SungenError(f"data not found: {p}")
-    return parquet_files(p) if p.is_dir() or p.suffix.lower() == ".parquet" else None
 
 
 def minilm_key(max_len: int = DEFAULT_MAX_LEN) -> FeatureKey:
@@ -66,7 +56,7 @@ def _open(stores: dict[Path, FeatureStore], file: Path, key: FeatureKey, writabl
 
 def store_counts(path, max_len: int = DEFAULT_MAX_LEN) -> dict:
     """{rows, texts_encoded} summed over the stores of the pool at ``path`` (0 where none exists)."""
-    files = pool_parquet_files(path) or []
+    files = parquet_inputs(path) or []
     key, stores = minilm_key(max_len), {}
     for f in files:
         try:
@@ -84,7 +74,7 @@ def ensure_pool_features(path, cfg: EmbedConfig | None = None, max_len: int = DE
     was done: {rows, texts_encoded, where ("ray", "local" or None), seconds}."""
     cfg = cfg or EmbedConfig()
     cfg.validate()
-    files = pool_parquet_files(path)
+    files = parquet_inputs(path)
     if files is None:
         return {"rows": 0, "texts_encoded": 0, "where": None, "seconds": 0.0}
     t0 = time.perf_counter()
@@ -138,7 +128,7 @@ def attach_pool_features(path, cfg: EmbedConfig | None = None, max_len: int = DE
     """Fill the pool's stores if needed, then make their vectors what ``MiniLMEncoder(max_len)``
     returns for the pool's texts in this process. Returns ``ensure_pool_features``'s record."""
     done = ensure_pool_features(path, cfg, max_len)
-    files = pool_parquet_files(path)
+    files = parquet_inputs(path)
     if files is None:
         return done
     key, stores, texts, feats = minilm_key(max_len), {}, [], []

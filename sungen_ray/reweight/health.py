@@ -66,8 +66,8 @@ def add_health(out: Path, pool, num_labels: int | None, tam_name: str) -> dict:
     """Compute the health of the finished run in ``out`` for the pool at ``pool`` and write it into
     ``metrics.json`` (field ``health``); a run that already has it is read, not recomputed."""
     from sungen_ray.curate.weights import read_weights
-    from sungen_ray.data.labelled import read_labelled
-    from sungen_ray.reweight.shard import parquet_inputs, pool_channel_margin
+    from sungen_ray.data.labelled import parquet_inputs, read_labelled
+    from sungen_ray.reweight.shard import pool_channel_margin
 
     metrics = read_json(out / "metrics.json")
     if "health" in metrics:

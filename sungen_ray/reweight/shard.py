@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_files, read_parquet
+from sungen_ray.data.labelled import LabelledData, checked_ids_and_labels, load_data, parquet_inputs, read_parquet
 from sungen_ray.errors import SungenError
 from sungen_ray.reweight.loop import Shard
 from sungen_ray.tam.encoded import Dense, concat_encoded
@@ -132,16 +132,6 @@ def release_free_memory() -> None:
 def _check_workers(world_size: int, n: int) -> None:
     if world_size > n:
         raise SungenError(f"{world_size} workers for {n} samples: use at most {n} workers")
-
-
-def parquet_inputs(path) -> list[Path] | None:
-    """The Parquet files of ``path``, or None for a JSONL/CSV file (read whole: small by nature)."""
-    if isinstance(path, (list, tuple)):
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise SungenError(f"data not found: {p}")
-    return parquet_files(p) if p.is_dir() or p.suffix.lower() == ".parquet" else None
 
 
 def _stream_texts(files: list[Path]) -> Iterator[pa.Array]:
