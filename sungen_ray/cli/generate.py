@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from sungen_ray.config import from_dict
     from sungen_ray.generation.config import GenerateConfig
     from sungen_ray.generation.pipeline import generate
-    from sungen_ray.parallel.ray_runtime import set_verbose
+    from sungen_ray.parallel.quiet import set_verbose
 
     set_verbose(args.verbose)
     cfg = from_dict(GenerateConfig, {f: getattr(args, f) for f in FIELDS})

@@ -31,7 +31,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sungen_ray.parallel.ray_runtime import set_verbose
+    from sungen_ray.parallel.quiet import set_verbose
     from sungen_ray.pipeline.config import load_config
     from sungen_ray.pipeline.driver import describe, run_pipeline
 

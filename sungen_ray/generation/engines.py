@@ -20,7 +20,8 @@ import numpy as np
 
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import ENGINES
-from sungen_ray.parallel.ray_runtime import engine_log_env, is_verbose
+from sungen_ray.parallel.quiet import is_verbose
+from sungen_ray.parallel.ray_runtime import engine_log_env
 from sungen_ray.tasks.spec import Decoding
 
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds

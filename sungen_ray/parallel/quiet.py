@@ -54,10 +54,6 @@ def is_verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "0") == "1"
 
 
-def verbose() -> bool:
-    return is_verbose()
-
-
 class BenignFilter(logging.Filter):
     """Drops the ``BENIGN`` messages unless the run is verbose (the environment switch)."""
 
@@ -106,7 +102,7 @@ def engine_env(filtered_config: bool = True) -> dict[str, str]:
     ``filtered_config``: point vLLM at our logging config file, which exists on this host only; vLLM
     refuses to start an engine whose config file is missing, so engines that may run on another
     node get the level alone (a few benign notes more, never a failed start)."""
-    if verbose():
+    if is_verbose():
         return {"VLLM_LOGGING_LEVEL": "INFO"}
     env = {
         "VLLM_LOGGING_LEVEL": "WARNING",
@@ -122,7 +118,7 @@ def engine_env(filtered_config: bool = True) -> dict[str, str]:
 
 def setup_worker() -> None:
     """Ray's worker setup hook: the same filters in every Ray worker process of a local run."""
-    if verbose():
+    if is_verbose():
         return
     _quiet_loggers()
 
@@ -155,7 +151,7 @@ def _quiet_loggers() -> None:
 def quiet_this_process() -> None:
     """In the driver (or a CLI process): the loggers above, transformers' bars, and the engine
     environment, so vLLM imported here (Ray Data's planning imports it) is filtered too."""
-    if verbose():
+    if is_verbose():
         return
     _quiet_loggers()
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

@@ -17,14 +17,12 @@ import os
 from pathlib import Path
 
 from sungen_ray.errors import SungenError
-from sungen_ray.parallel.quiet import VERBOSE_ENV, is_verbose, set_verbose  # noqa: F401  (the runtime's switch)
+from sungen_ray.parallel.quiet import engine_env, is_verbose, quiet_this_process
 
 
 def engine_log_env() -> dict[str, str]:
     """Environment for engine actors: how loud vLLM is there (``quiet.engine_env``), with the
     filtered logging config only where every node shares this host's files."""
-    from sungen_ray.parallel.quiet import engine_env
-
     return engine_env(filtered_config=all_nodes_on_this_host())
 
 
@@ -33,8 +31,10 @@ def all_nodes_on_this_host() -> bool:
     we joined a cluster by address, where nodes may come and go on other hosts."""
     import ray
 
-    if os.environ.get("RAY_ADDRESS") or not ray.is_initialized():
-        return not os.environ.get("RAY_ADDRESS")
+    if os.environ.get("RAY_ADDRESS"):
+        return False
+    if not ray.is_initialized():  # ensure_ray will start the private local cluster
+        return True
     here = ray.util.get_node_ip_address()
     return all(n["NodeManagerAddress"] == here for n in ray.nodes() if n.get("Alive"))
 
@@ -64,8 +64,6 @@ def ensure_ray(min_cpus: int = 4) -> None:
     if ray.is_initialized():
         quiet_ray_data()
         return
-    from sungen_ray.parallel.quiet import quiet_this_process
-
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     quiet_this_process()  # before the workers start: they inherit this process's environment
     level = "INFO" if is_verbose() else "WARNING"

@@ -20,7 +20,7 @@ from sungen_ray.tasks.spec import TaskSpec
 def final_stage(cfg: PipelineConfig, spec: TaskSpec, directory: Path) -> dict:
     """Train the SunGen model and every baseline with the same TAM and seeds; evaluate on gold."""
     from sungen_ray.curate.baselines import pool_score_columns, training_sets
-    from sungen_ray.parallel.ray_runtime import is_verbose
+    from sungen_ray.parallel.quiet import is_verbose
     from sungen_ray.plm.identity import portable
     from sungen_ray.tam import final as final_model
 

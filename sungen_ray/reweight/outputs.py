@@ -48,7 +48,7 @@ def log_iteration(metrics: dict, max_iters: int) -> None:
     import time
 
     from sungen_ray.parallel.progress import EVERY_S
-    from sungen_ray.parallel.ray_runtime import is_verbose
+    from sungen_ray.parallel.quiet import is_verbose
 
     now = time.perf_counter()
     it = metrics["iteration"]
