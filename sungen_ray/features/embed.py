@@ -96,6 +96,22 @@ def _pool_size(cfg: EmbedConfig, gpus: float) -> int:
     return max(1, int(cpus // cfg.threads_per_actor))
 
 
+def _batch_tables(job: Job, size: int) -> Iterator[pa.Table]:
+    """One block per network batch, not per pool file: the actors take blocks as they free up, so
+    none idles at the end while another works through a whole file (4 files on 2 actors left one
+    idle for seconds when their starts were staggered)."""
+    for k, (_, texts) in enumerate(job):
+        for start in range(0, len(texts), size):
+            chunk = texts[start : start + size]
+            yield pa.table(
+                {
+                    "part": np.full(len(chunk), k, np.int32),
+                    "pos": np.arange(start, start + len(chunk), dtype=np.int64),
+                    "text": chunk,
+                }
+            )
+
+
 def _encode_ray(job: Job, cfg: EmbedConfig, max_len: int) -> Iterator[tuple[int, np.ndarray]]:
     import ray
     from ray.data import DataContext
@@ -105,20 +121,7 @@ def _encode_ray(job: Job, cfg: EmbedConfig, max_len: int) -> Iterator[tuple[int,
     ensure_ray()
     gpus = ray.cluster_resources().get("GPU", 0)
     actors = _pool_size(cfg, gpus)
-    # one block per network batch, not per pool file: the actors take blocks as they free up, so
-    # none idles at the end while another works through a whole file (4 files on 2 actors left one
-    # idle for seconds when their starts were staggered)
-    tables = [
-        pa.table(
-            {
-                "part": np.full(len(t[a : a + cfg.batch_size]), k, np.int32),
-                "pos": np.arange(a, a + len(t[a : a + cfg.batch_size]), dtype=np.int64),
-                "text": t[a : a + cfg.batch_size],
-            }
-        )
-        for k, (_, t) in enumerate(job)
-        for a in range(0, len(t), cfg.batch_size)
-    ]
+    tables = list(_batch_tables(job, cfg.batch_size))
     ctx = DataContext.get_current()
     keep_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # parts complete one after another: bounded memory here
