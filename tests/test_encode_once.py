@@ -8,14 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "jobs" / "configs" / "demo.yaml"
+from tests.test_pipeline_driver import REPO, driver_command
 
 THREE_ROUNDS = [
     "rounds=[{num_samples: 12}, {num_samples: 10}, {num_samples: 8}]",
@@ -32,8 +29,7 @@ THREE_ROUNDS = [
 @pytest.mark.slow
 def test_three_rounds_two_workers_killed_and_resumed_encode_each_text_once(default_model, tmp_path):
     out = tmp_path / "run"
-    sets = [a for s in [*THREE_ROUNDS, f"out={out}"] for a in ("--set", s)]
-    cmd = [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *sets]
+    cmd = driver_command([*THREE_ROUNDS, f"out={out}"])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = out / "round-01" / "reweight" / "stage.json"

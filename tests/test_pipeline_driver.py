@@ -33,11 +33,17 @@ TINY = [
 ]
 
 
+def set_flags(settings: list[str]) -> list[str]:
+    return [a for s in settings for a in ("--set", s)]
+
+
+def driver_command(settings: list[str]) -> list[str]:
+    """The driver as a job runs it, in a fresh process, on the demo config with ``settings``."""
+    return [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *set_flags(settings)]
+
+
 def _sets(out: Path, gold: Path | None) -> list[str]:
-    args = []
-    for s in [*TINY, f"out={out}", f"gold={gold if gold else 'null'}"]:
-        args += ["--set", s]
-    return args
+    return set_flags([*TINY, f"out={out}", f"gold={gold if gold else 'null'}"])
 
 
 def _gold(tmp_path: Path) -> Path:
@@ -108,7 +114,7 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
 @pytest.mark.slow
 def test_driver_killed_between_stages_resumes_without_redoing_them(default_model, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *_sets(out, None)]
+    cmd = driver_command([*TINY, f"out={out}", "gold=null"])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = out / "round-00" / "reweight" / "stage.json"

@@ -10,7 +10,6 @@ import queue
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "jobs" / "configs" / "demo.yaml"
+from tests.test_pipeline_driver import REPO, driver_command
 
 RUN = [
     "rounds=[{num_samples: 16}, {num_samples: 12}]",
@@ -40,8 +38,7 @@ DELAYS = {"generate": (2.0, 25.0), "reweight": (0.0, 0.3), "final": (0.0, 0.5)}
 
 
 def _command(out: Path) -> list[str]:
-    sets = [a for s in [*RUN, f"out={out}"] for a in ("--set", s)]
-    return [sys.executable, "-m", "jobs.sungen_pipeline", "--config", str(DEMO), *sets]
+    return driver_command([*RUN, f"out={out}"])
 
 
 def _phase(line: str) -> tuple[int, str] | None:
