@@ -43,6 +43,13 @@ def _check_pool(out, spec, n, engine):
     # one pass over the prompt stream, within its bound, however many samples the model wasted
     assert manifest["engine_starts"] == 1 and manifest["prompts_sent"] <= manifest["max_prompts"]
     assert manifest["in_flight_bound"] > 0
+    # the wait for the first row, broken down: its parts add up to the wait the driver saw
+    ttfr = manifest["time_to_first_row"]
+    assert ttfr["ray_start_s"] >= 0
+    if manifest["startup_seconds"] is not None:
+        parts = [ttfr["engines_start_s"], ttfr["first_batch_s"], ttfr["hand_off_s"]]
+        assert min(parts) >= 0 and ttfr["engines_start_s"] > 0, ttfr
+        assert abs(sum(parts) - ttfr["total_s"]) <= 0.03 and abs(ttfr["total_s"] - manifest["startup_seconds"]) < 1
     assert read_labelled(out, num_labels=spec.num_labels, min_labels=spec.num_labels).label.size == n
     _check_provenance(out, table, manifest)
     return manifest, rows
@@ -130,12 +137,14 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     with pytest.raises(GenerationStalled, match=r"no engine output for 0.2 s \(stall_timeout_s\)"):
         generate(cfg)
     assert sorted(p.name for p in (out / ".staging").glob("attempt-000-*.json")), "the attempt was staged"
+    assert (out / ".staging" / "pass-000.json").is_file(), "the pass's prompt plan was staged"
     assert not (out / "manifest.json").exists()
 
-    # The timeout is not part of the run's identity: the same run with the default timeout resumes.
+    # The timeout is not part of the run's identity: the same run with the default timeout resumes,
+    # going on with the stalled pass (same prompts and seeds) rather than starting a new one.
     cfg.stall_timeout_s = GenerateConfig.stall_timeout_s
     manifest, _ = _check_pool(out, load_task("sst2"), 16, "transformers") if generate(cfg) else (None, None)
-    assert manifest["attempts"] >= 2, "the stalled attempt counts as used; the resumed run went on"
+    assert manifest["attempts"] == 1, "the stalled pass was resumed, not replaced by a new one"
 
 
 def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_higher_bound_resumes(

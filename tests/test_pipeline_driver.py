@@ -149,6 +149,8 @@ def test_bad_config_names_the_field(tmp_path, capsys):
         load_config(DEMO, ["generation.max_num_seqs=0"])
     with pytest.raises(SungenError, match=r"generation\.stall_timeout_s: must be >= 0"):
         load_config(DEMO, ["generation.stall_timeout_s=-5"])
+    with pytest.raises(SungenError, match=r"generation\.flush_every_s: must be > 0"):
+        load_config(DEMO, ["generation.flush_every_s=0"])
     with pytest.raises(SungenError, match="rounds"):
         load_config(DEMO, ["rounds=[]"])
     with pytest.raises(SungenError, match="config file not found"):

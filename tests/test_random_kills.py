@@ -23,8 +23,9 @@ from tests.test_pipeline_driver import REPO, driver_command
 RUN = [
     "rounds=[{num_samples: 16}, {num_samples: 12}]",
     "generation.engine=transformers",
-    "generation.replicas=1",  # one replica: rows come back in the order they were sent
-    "generation.batch_size=8",
+    "generation.replicas=2",  # rows come back in prompt order whichever replica ran them
+    "generation.flush_every_s=0.1",  # a kill during generation finds rows staged
+    "generation.batch_size=2",  # many small batches: a kill lands between staged ones
     "reweight.outer_iters=3",
     "final.epochs=2",
     "seeds=[0]",
@@ -32,9 +33,9 @@ RUN = [
 ]
 # the driver's stage lines, in run order
 PHASES = ["round 0 generate", "round 0 reweight", "round 1 generate", "round 1 reweight", "final training"]
-# seconds after a phase starts: generation spans the engine start (~20 s) and its rows; the others
-# take a second or less on this pool
-DELAYS = {"generate": (2.0, 25.0), "reweight": (0.0, 0.3), "final": (0.0, 0.5)}
+# seconds after a phase starts (generation: after its first output, once the engines are up, so the
+# kill lands among its rows, ~2 s); the others take a second or less on this pool
+DELAYS = {"generate": (0.0, 1.0), "reweight": (0.0, 0.3), "final": (0.0, 0.5)}
 
 
 def _command(out: Path) -> list[str]:
@@ -48,9 +49,10 @@ def _phase(line: str) -> tuple[int, str] | None:
     return None
 
 
-def _run_and_kill(out: Path, first_phase: int, rng: random.Random) -> str | None:
+def _run_and_kill(out: Path, first_phase: int, rng: random.Random, seen: list[str]) -> str | None:
     """Run the driver; once a phase at or after ``first_phase`` starts, SIGKILL it a random moment
-    later. Returns the phase in progress at the kill (None: the run finished first)."""
+    later. Returns the phase in progress at the kill (None: the run finished first); the driver's
+    lines are added to ``seen``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         _command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -67,12 +69,17 @@ def _run_and_kill(out: Path, first_phase: int, rng: random.Random) -> str | None
             line = lines.get(timeout=0.02)
         except queue.Empty:
             continue
+        seen.append(line)
+        if running and running.endswith("generate") and "first output after" in line and kill_at is None:
+            if PHASES.index(running) >= first_phase:
+                kill_at = time.time() + rng.uniform(*DELAYS["generate"])
+            continue
         found = _phase(line)
         if found is None:
             continue
         k, what = found
         running = PHASES[k] if what == "starting" else None
-        if what == "starting" and k >= first_phase and kill_at is None:
+        if what == "starting" and k >= first_phase and kill_at is None and not PHASES[k].endswith("generate"):
             lo, hi = DELAYS[PHASES[k].split()[-1] if k < 4 else "final"]
             kill_at = time.time() + rng.uniform(lo, hi)
     proc.wait(timeout=60)
@@ -97,15 +104,20 @@ def test_five_random_kills_end_as_an_uninterrupted_run(default_model, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
 
     rng = random.Random(22)
-    killed_in = [_run_and_kill(out, k, rng) for k in range(len(PHASES))]
-    assert _run_and_kill(out, len(PHASES), rng) is None  # the last resume runs to the end
+    seen: list[str] = []
+    killed_in = [_run_and_kill(out, k, rng, seen) for k in range(len(PHASES))]
+    assert _run_and_kill(out, len(PHASES), rng, seen) is None  # the last resume runs to the end
     print(f"killed during: {killed_in}")
     kinds = {p.split()[-1] for p in killed_in if p}
     assert {"generate", "reweight", "training"} <= kinds, f"kills landed in {killed_in}"
+    resumed = [line for line in seen if "[generate] resuming:" in line and "resuming: 0 samples" not in line]
+    print("".join(resumed))
+    assert resumed, "no kill during generation found staged rows: the resumed pass was not exercised"
 
     got, want = _pool(out), _pool(ref)
     assert got["idx"].is_unique and len(got) == len(want) == 28  # no row lost or duplicated
-    assert got.equals(want)
+    differ = got.index[(got != want).any(axis=1)].tolist()
+    assert not differ, f"rows differ from the uninterrupted run's:\n{got.loc[differ]}\n{want.loc[differ]}"
     for rel in ("round-00/reweight/weights.parquet", "round-01/reweight/weights.parquet"):
         a, b = pq.read_table(out / rel), pq.read_table(ref / rel)
         assert a.column("idx").equals(b.column("idx")) and np.array_equal(

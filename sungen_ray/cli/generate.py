@@ -22,6 +22,7 @@ FIELDS = (
     "round",
     "idx_offset",
     "use_gpu",
+    "ordered",
 )
 
 
@@ -51,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--round", type=int, default=0, help="round number stored in the pool")
     parser.add_argument("--idx-offset", type=int, default=0, help="first idx of this pool (unique across rounds)")
+    parser.add_argument(
+        "--unordered",
+        dest="ordered",
+        action="store_false",
+        help="keep rows as they finish instead of in prompt order: faster start, but the kept rows then "
+        "depend on timing (a rerun or a resumed run may keep others)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray Data operator progress and Ray/vLLM INFO logs")
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None)

@@ -25,6 +25,8 @@ EXECUTION_ONLY = (
     "max_num_seqs",
     "stall_timeout_s",
     "max_prompts_per_sample",
+    "flush_every_s",
+    "ordered",
 )
 # A run's prompt ids (samples x max_prompts_per_sample) must stay below the row-id spacing of a pass.
 MAX_NUM_SAMPLES = 10**8
@@ -50,6 +52,13 @@ class EngineSettings:
     # that crashes on every request and retries it forever, which would otherwise hang the run.
     # Generous, because the first output waits for engine start-up (model load, on GPU compilation).
     stall_timeout_s: float = 1800.0
+    # Kept rows (and the ids of the rows consumed) reach the staging dir this often: an interrupted
+    # run loses at most this much generation.
+    flush_every_s: float = 60.0
+    # Rows come back in prompt order, so which rows a pass keeps depends on the seed alone and a
+    # resumed run ends as an uninterrupted one. False: as they finish, which saves the wait for the
+    # slowest replica's first engine batch (docs/RESULTS.md, "Rows in prompt order").
+    ordered: bool = True
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -60,6 +69,8 @@ class EngineSettings:
             raise SungenError(f"batch_size: must be >= 1, got {self.batch_size}")
         if self.stall_timeout_s < 0:
             raise SungenError(f"stall_timeout_s: must be >= 0 (0 disables), got {self.stall_timeout_s}")
+        if not self.flush_every_s > 0:
+            raise SungenError(f"flush_every_s: must be > 0, got {self.flush_every_s}")
         if self.cpus_per_replica is not None and self.cpus_per_replica < 1:
             raise SungenError(f"cpus_per_replica: must be >= 1, got {self.cpus_per_replica}")
         for name, amount in (self.replica_resources or {}).items():

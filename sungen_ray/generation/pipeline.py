@@ -34,12 +34,11 @@ from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, engin
 from sungen_ray.generation.pool_writer import pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
-from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk
+from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk, write_plan
 from sungen_ray.generation.watchdog import stream_dataset
 from sungen_ray.parallel.progress import EVERY_S, MIN_RATE_WINDOW_S, Progress
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
-FLUSH_EVERY_S = 60.0  # an interrupted run loses at most this much generation
 STARTUP_NOTE_EVERY_S = 60.0  # "engines starting" lines while no output has come back yet
 ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of pass a start at a * spacing
 
@@ -52,6 +51,27 @@ def _row_error(batch: dict, i: int) -> str:
     return ""
 
 
+def first_row_breakdown(batch: dict, streamed_at: float, arrived_at: float) -> dict | None:
+    """Where the wait for the first engine output went, from the first batch's own timestamps (wall
+    clock): engines starting (actors, vLLM imports, model load, KV cache) until the first request
+    entered one, that batch's generation, and its hand-off to the driver. None for rows without
+    timestamps (an engine that failed the batch)."""
+    if "t_submit" not in batch:
+        return None
+    submitted = np.asarray(batch["t_submit"], dtype=np.float64)
+    done = np.asarray(batch["t_done"], dtype=np.float64)
+    ok = np.isfinite(submitted) & np.isfinite(done)
+    if not ok.any():
+        return None
+    first_in, out = float(submitted[ok].min()), float(done[ok].max())
+    return {
+        "engines_start_s": round(first_in - streamed_at, 2),
+        "first_batch_s": round(out - first_in, 2),
+        "hand_off_s": round(arrived_at - out, 2),
+        "total_s": round(arrived_at - streamed_at, 2),
+    }
+
+
 def consume(
     stream,
     spec: TaskSpec,
@@ -61,16 +81,17 @@ def consume(
     label: str,
     on_flush: Callable[[], None] | None = None,
     progress: Progress | None = None,
+    flush_every_s: float = 60.0,
 ) -> None:
     """Pull engine output, keep usable unique rows until every label is full.
 
     ``None`` items in ``stream`` are heartbeats (see ``watch_for_stall``): they only let progress
-    print while engines start. ``on_flush`` is called every FLUSH_EVERY_S so kept rows reach disk
-    while a long pass runs."""
+    print while engines start. ``on_flush`` is called every ``flush_every_s`` so kept rows reach
+    disk while a long pass runs."""
     stop = spec.decoding.stop
     last_flush = time.perf_counter()
     per_label = Counter(r["label"] for r in tally.kept)
-    start = time.perf_counter()
+    start, streamed_at = time.perf_counter(), time.time()
     first_output: float | None = None
     tokens0, prompts0 = tally.tokens, tally.prompts
     total = sum(targets)
@@ -100,13 +121,17 @@ def consume(
             first_output = time.perf_counter()
             if tally.startup_seconds is None:
                 tally.startup_seconds = first_output - start
+                tally.first_row = first_row_breakdown(batch, streamed_at, time.time())
             progress.note(f"first output after {first_output - start:.0f} s (engine start-up)")
-        for i in range(len(batch["row_id"])):
+        # in row-id order: an engine may return a batch's rows as they finish, and which rows fill
+        # a label must not depend on that
+        for i in np.argsort(np.asarray(batch["row_id"], dtype=np.int64), kind="stable"):
             row_id = int(batch["row_id"][i])
             if row_id in tally.row_ids:  # a re-executed task's repeat; the first copy was counted
                 tally.dropped["reexecuted"] += 1
                 continue
             tally.row_ids.add(row_id)
+            tally.consumed.append(row_id)
             if "engine" in batch:
                 tally.engines.add(str(batch["engine"][i]))
             lab = int(batch["label"][i])
@@ -146,7 +171,7 @@ def consume(
         done = all(per_label[k] >= t for k, t in enumerate(targets))
         report(force=done)
         now = time.perf_counter()
-        if on_flush is not None and now - last_flush >= FLUSH_EVERY_S:
+        if on_flush is not None and now - last_flush >= flush_every_s:
             last_flush = now
             on_flush()
         if done:
@@ -162,18 +187,20 @@ def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict], heart
 
 
 def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
-    """``limit`` prompt rows, made lazily by a light map stage over a range of positions: the
-    engines pull only what they can take, and the driver stops the stream when every label is full."""
+    """Prompt rows for positions ``prompts.first`` .. ``limit - 1``, made lazily by a light map
+    stage over a range: the engines pull only what they can take, and the driver stops the stream
+    when every label is full."""
     import ray
 
     # One engine batch per block: every replica gets work from the start, and results come back
     # (and the driver can stop) one engine batch at a time instead of one large block at a time.
-    ds = ray.data.range(limit, override_num_blocks=max(1, math.ceil(limit / cfg.batch_size)))
+    n = max(0, limit - prompts.first)
+    ds = ray.data.range(n, override_num_blocks=max(1, math.ceil(n / cfg.batch_size)))
     return ds.map_batches(prompts, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS)
 
 
 def stream_engine(cfg: GenerateConfig, opts: EngineOptions, ds, heartbeat_s: float | None = None):
-    return stream_dataset(engine_stage(cfg.engine, ds, opts), cfg.stall_timeout_s, heartbeat_s)
+    return stream_dataset(engine_stage(cfg.engine, ds, opts), cfg.stall_timeout_s, heartbeat_s, ordered=cfg.ordered)
 
 
 def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:
@@ -242,7 +269,9 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
 
     cpus = cfg.cpus_per_replica or 1
     replicas = cfg.replicas or machine_replicas(cpus)
+    t_ray = time.perf_counter()
     ensure_ray(min_cpus=replicas * cpus + 2)
+    ray_start_s = time.perf_counter() - t_ray  # ~0 where a driver or cluster already runs Ray
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     if cfg.replicas is None:
         replicas = cluster_replicas(cpus, use_gpu, replicas)
@@ -265,43 +294,74 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
     conditions = _conditions(cfg, spec, opts, staging)
     condition_seconds = time.perf_counter() - t_cond
     targets = label_targets(cfg.num_samples, spec.num_labels)
-    tally, attempt = load_staged(staging)
-    if attempt:
-        print(f"[generate] resuming: {len(tally.kept)} samples staged by {attempt} earlier pass(es)", flush=True)
+    tally, attempt, resume = load_staged(staging)
+    if attempt or resume:
+        print(f"[generate] resuming: {len(tally.kept)} samples staged by earlier run(s)", flush=True)
     seen = set(existing_texts or ()) | {r["text"] for r in tally.kept}
     max_prompts = math.ceil(cfg.num_samples * cfg.max_prompts_per_sample)
     have = Counter(r["label"] for r in tally.kept)
     short = [max(0, t - have[k]) for k, t in enumerate(targets)]
-    budget = max_prompts - tally.prompts
-    if any(short) and budget > 0:
-        # One pass: one pipeline, one engine start-up. Labels are mixed in proportion to what each
-        # still needs, so a resumed run does not over-produce the label that was ahead.
+    if resume is not None:
+        # Go on with the interrupted pass: the same prompts and seeds, minus the rows it consumed,
+        # so the pool ends as an uninterrupted run's would (rows come back in order, see
+        # stream_dataset).
+        counts, seed, start_id = resume.plan["counts"], resume.plan["seed"], resume.plan["start_id"]
+        limit = max_prompts - (tally.prompts - len(resume.consumed))  # this pass's positions
+        first_chunk = resume.next_chunk
+    else:
+        # A new pass: labels mixed in proportion to what each still needs, so a resumed run does not
+        # over-produce the label that was ahead; fresh row ids (= sampling seeds).
+        counts, seed, start_id = short, cfg.seed + attempt, attempt * ATTEMPT_ROW_SPACING
+        limit = max_prompts - tally.prompts
+        first_chunk = 0
+    consumed = resume.consumed if resume is not None else set()
+    first = 0
+    while start_id + first in consumed:
+        first += 1
+    if any(short) and limit > first:
+        # One pass: one pipeline, one engine start-up.
+        if resume is None:
+            write_plan(staging, attempt, counts, seed, start_id)
         prompts = PromptStream(
             spec,
-            short,
-            seed=cfg.seed + attempt,
-            start_id=attempt * ATTEMPT_ROW_SPACING,  # fresh seeds for every pass, also after a resume
+            counts,
+            seed=seed,
+            start_id=start_id,
             conditions=conditions,
             examples=cfg.examples,
             examples_per_prompt=cfg.examples_per_prompt,
+            first=first,
+            skip=frozenset(r for r in consumed if r >= start_id + first),
         )
         progress = Progress(f"generate r{cfg.round}", cfg.num_samples, start=len(tally.kept))
         where = "GPU" if use_gpu else f"{cpus} CPU"
         progress.note(
-            f"{sum(short)} samples to go; streaming up to {budget} prompts through {replicas} {cfg.engine} "
+            f"{sum(short)} samples to go; streaming up to {limit - first} prompts through {replicas} {cfg.engine} "
             f"replica(s) x {where}"
         )
-        chunk = {"n": 0, "before": snapshot(tally)}
+        chunk = {"n": first_chunk, "before": snapshot(tally)}
 
-        def flush(attempt=attempt, chunk=chunk):
-            stage_chunk(staging, f"attempt-{attempt:03d}-{chunk['n']:04d}", chunk["before"], tally)
+        def flush(ended: bool = False, attempt=attempt, chunk=chunk):
+            stage_chunk(staging, f"attempt-{attempt:03d}-{chunk['n']:04d}", chunk["before"], tally, ended)
             chunk["n"] += 1
             chunk["before"] = snapshot(tally)
 
         engine_starts += 1
-        stream = stream_engine(cfg, opts, prompt_dataset(cfg, prompts, budget), heartbeat_s=EVERY_S)
+        ended = False
+        stream = stream_engine(cfg, opts, prompt_dataset(cfg, prompts, limit), heartbeat_s=EVERY_S)
         try:
-            consume(stream, spec, targets, tally, seen, f"r{cfg.round}", on_flush=flush, progress=progress)
+            consume(
+                stream,
+                spec,
+                targets,
+                tally,
+                seen,
+                f"r{cfg.round}",
+                on_flush=flush,
+                progress=progress,
+                flush_every_s=cfg.flush_every_s,
+            )
+            ended = True
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
             # Close the stream now, not when the generator is collected: a round's stream left open
             # kept its engines generating the rest of the oversized prompt range beside the next
@@ -309,7 +369,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             stream.close()
             progress.close()
             tally.close_window(opts.replicas)
-            flush()
+            flush(ended)
         attempt += 1
     seconds = time.perf_counter() - t0
 
@@ -332,7 +392,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "kept_per_label": {spec.labels[k].name: have[k] for k in range(spec.num_labels)},
         "prompts_sent": tally.prompts,
         "max_prompts": max_prompts,
-        "attempts": attempt,  # passes over the prompt stream, an interrupted and resumed run included
+        "attempts": attempt,  # passes over the prompt stream (an interrupted pass that was resumed counts once)
         "engine_starts": engine_starts,  # pipelines this call started (condition stage included)
         "condition_seconds": round(condition_seconds, 2),
         # Rows the engines may still have held when the stream stopped: discarded, never counted.
@@ -354,6 +414,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "engine_seconds": round(tally.engine_seconds, 2),
         # from streaming the prompts to the first engine output: engine start-up, as the user waits it
         "startup_seconds": None if tally.startup_seconds is None else round(tally.startup_seconds, 2),
+        # this call's wait for its first row, broken down (README, "Time to first row")
+        "time_to_first_row": {"ray_start_s": round(ray_start_s, 2), **(tally.first_row or {})},
         "engine_tokens_per_s": round(tally.tokens / tally.engine_seconds, 2) if tally.engine_seconds else None,
         "engine_samples_per_s": round(len(tally.kept) / tally.engine_seconds, 3) if tally.engine_seconds else None,
     }

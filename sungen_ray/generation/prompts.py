@@ -99,6 +99,8 @@ class PromptStream:
     conditions: list[str] | None = None
     examples: dict[str, list[str]] | None = None
     examples_per_prompt: int = 2
+    first: int = 0  # the first position streamed (a resumed pass goes on where it stopped)
+    skip: frozenset[int] = frozenset()  # row ids a resumed pass consumed beyond ``first``
 
     def __post_init__(self) -> None:
         self.cycle = label_cycle(self.counts)
@@ -126,7 +128,8 @@ class PromptStream:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ray Data ``map_batches`` over ``ray.data.range``: positions in, prompt rows out."""
-        rows = [self.row(int(p)) for p in batch["id"]]
+        rows = [self.row(int(p) + self.first) for p in batch["id"]]
+        rows = [r for r in rows if r["row_id"] not in self.skip]
         return {
             "row_id": np.array([r["row_id"] for r in rows], dtype=np.int64),
             "label": np.array([r["label"] for r in rows], dtype=np.int64),

@@ -34,7 +34,11 @@ class Tally:
     row_ids: set[int] = dataclasses.field(default_factory=set)
     engines: set[str] = dataclasses.field(default_factory=set)
     engine_restarts: int = 0  # summed over passes
+    # Row ids consumed (kept or dropped), in arrival order: a resumed pass skips them and goes on
+    # with the same prompts and seeds, so it ends as an uninterrupted pass would.
+    consumed: list[int] = dataclasses.field(default_factory=list)
     startup_seconds: float | None = None  # this call's wait for the first engine output (start-up)
+    first_row: dict | None = None  # where that wait went (see pipeline.first_row_breakdown)
 
     def close_window(self, replicas: int) -> None:
         if self.last_done > self.first_submit:
@@ -66,13 +70,36 @@ def check_out_dir(out: Path, run_hash: str) -> dict | None:
     return None
 
 
-def load_staged(staging: Path) -> tuple[Tally, int]:
-    """Everything earlier runs staged, and the number of the next attempt (an interrupted attempt
-    counts as used: its rows are kept, and the next one samples with fresh seeds)."""
+@dataclass
+class Resume:
+    """An interrupted pass to go on with: its prompt plan, and the row ids it already consumed."""
+
+    attempt: int
+    plan: dict  # counts, seed, start_id (see write_plan)
+    consumed: set[int]
+    next_chunk: int
+
+
+def write_plan(staging: Path, attempt: int, counts: list[int], seed: int, start_id: int) -> None:
+    """What a pass streams, written before it starts: a resumed run rebuilds the same prompt stream."""
+    atomic.write_json(staging / f"pass-{attempt:03d}.json", {"counts": counts, "seed": seed, "start_id": start_id})
+
+
+def load_staged(staging: Path) -> tuple[Tally, int, Resume | None]:
+    """Everything earlier runs staged; the number of the next pass; and the last pass to go on with
+    if it was interrupted (killed, stalled, Ctrl-C) before it ended. A pass that ended (labels full
+    or prompts used up) is done: a further pass samples fresh row ids and seeds."""
     tally = Tally(kept=[], dropped=Counter())
     chunks = sorted(staging.glob("attempt-*.json"))
+    ended: dict[int, bool] = {}
+    consumed: dict[int, set[int]] = {}
+    chunk_count: Counter = Counter()
     for meta_path in chunks:
         meta = json.loads(meta_path.read_text())
+        a = int(meta_path.name.split("-")[1])
+        chunk_count[a] += 1
+        ended[a] = ended.get(a, False) or meta.get("ended", "row_ids" not in meta)  # older stagings: ended
+        consumed.setdefault(a, set()).update(meta.get("row_ids", ()))
         tally.kept.extend(pq.read_table(meta_path.with_suffix(".parquet")).to_pylist())
         tally.dropped.update(meta["dropped"])
         tally.tokens += meta["tokens"]
@@ -81,8 +108,12 @@ def load_staged(staging: Path) -> tuple[Tally, int]:
         tally.errors.extend(meta["errors"])
         tally.engine_seconds += meta["engine_seconds"]
         tally.engine_restarts += meta.get("engine_restarts", 0)
-    attempts = {int(p.name.split("-")[1].split(".")[0]) for p in chunks}
-    return tally, (max(attempts) + 1 if attempts else 0)
+    plans = {int(p.stem.split("-")[1]): p for p in staging.glob("pass-*.json")}
+    last = max([*chunk_count, *plans], default=-1)
+    if last >= 0 and last in plans and not ended.get(last, False):
+        plan = json.loads(plans[last].read_text())
+        return tally, last, Resume(last, plan, consumed.get(last, set()), chunk_count[last])
+    return tally, last + 1, None
 
 
 def snapshot(tally: Tally) -> Tally:
@@ -94,11 +125,13 @@ def snapshot(tally: Tally) -> Tally:
         prompts_per_label=Counter(tally.prompts_per_label),
         row_ids=set(),
         engines=set(),
+        consumed=list(tally.consumed),
     )
 
 
-def stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
-    """Stage the rows kept (and the counts) since ``before``; a run restarted later loads them back."""
+def stage_chunk(staging: Path, name: str, before: Tally, after: Tally, ended: bool = False) -> None:
+    """Stage the rows kept (and the counts, and the row ids consumed) since ``before``; a run
+    restarted later loads them back. ``ended``: the pass is over, nothing to go on with."""
     new_rows = after.kept[len(before.kept) :]
     base = staging / name
     atomic.write_parquet(base.with_suffix(".parquet"), pa.Table.from_pylist(new_rows) if new_rows else _empty_kept())
@@ -112,6 +145,8 @@ def stage_chunk(staging: Path, name: str, before: Tally, after: Tally) -> None:
             "engine_seconds": after.engine_seconds - before.engine_seconds,
             "engine_restarts": after.engine_restarts - before.engine_restarts,
             "errors": after.errors[len(before.errors) :],
+            "row_ids": after.consumed[len(before.consumed) :],
+            "ended": ended,
         },
     )
 

@@ -15,9 +15,15 @@ class GenerationStalled(SungenError):
     pass
 
 
-def stream_dataset(ds, timeout_s: float, heartbeat_s: float | None = None) -> Iterator:
+def stream_dataset(ds, timeout_s: float, heartbeat_s: float | None = None, ordered: bool = True) -> Iterator:
     """``ds``'s numpy batches under ``watch_for_stall``; its execution ends when the caller stops
-    reading (early, on a stall or on an error), not when a blocked pull returns."""
+    reading (early, on a stall or on an error), not when a blocked pull returns.
+
+    ``ordered``: batches come back in input order, so which rows a pass keeps (the first usable
+    ones per label) and where a resumed pass goes on depend on the prompts alone, not on which
+    replica or upstream task finished first. A late batch holds the ones behind it only in the driver's
+    queue; the engines keep working (``benchmarks/stream_order.py`` measures the cost)."""
+    ds.context.execution_options.preserve_order = ordered  # this pipeline's own context copy
     batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
     return watch_for_stall(batches, timeout_s, heartbeat_s, on_exit=lambda: end_execution(ds))
 

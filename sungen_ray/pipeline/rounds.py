@@ -72,6 +72,7 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
             "engine_tokens_per_s": manifest.get("engine_tokens_per_s"),
             "engine_seconds": manifest.get("engine_seconds"),
             "engine_starts": manifest.get("engine_starts"),
+            "time_to_first_row": manifest.get("time_to_first_row"),
             "replicas": manifest.get("replicas"),
             "cpus_per_replica": manifest.get("cpus_per_replica"),
         }
