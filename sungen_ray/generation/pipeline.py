@@ -1,15 +1,17 @@
 """``generate``: a balanced synthetic pool of N labelled texts, streamed through an engine by Ray Data.
 
-The pipeline is a lazy prompt stream -> engine stage (vLLM replicas or transformers actors) ->
-per-row postprocess, and the driver consumes the stream: it dedupes, counts drop reasons, and stops
-as soon as every label has its share. The stream is an oversized range of prompt positions, so one
-pipeline (one engine start-up) serves the whole run however many samples the model wastes; it is
-bounded by ``max_prompts_per_sample``, after which the run fails with a clear error. What the
-engines still hold when the stream stops is bounded by their in-flight limit (one engine batch per
-replica) and reported in the manifest.
+The pipeline is a lazy prompt stream -> a light stage that hands each batch to an engine replica
+(vLLM or transformers actors that outlive the stream, ``engine_pool.py``), and the driver consumes
+the stream: it dedupes, counts drop reasons, and stops as soon as every label has its share. The
+stream is an oversized range of prompt positions, so one pass serves the whole run however many
+samples the model wastes; it is bounded by ``max_prompts_per_sample``, after which the run fails
+with a clear error. What the engines still hold when the stream stops (about one engine batch per
+replica, reported in the manifest) is aborted, so the next stream starts on idle engines. The
+driver passes its own ``EnginePool`` so every round (and the condition stage) reuses one set of
+replicas; ``generate`` alone starts its own, once per call.
 
 Kept rows are staged under ``OUT/.staging`` (``staging.py``) so an interrupted run resumes instead
-of regenerating (a resumed run starts a new pass with fresh sampling seeds); the final Parquet
+of regenerating (a resumed run goes on with the interrupted pass's prompts and seeds); the final Parquet
 (``pool_writer.py``) and ``manifest.json`` appear atomically at the end.
 """
 
@@ -30,7 +32,8 @@ from sungen_ray.config import config_hash
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import GenerateConfig
-from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, engine_stage, in_flight_rows
+from sungen_ray.generation.engine_pool import EnginePool
+from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, in_flight_rows
 from sungen_ray.generation.pool_writer import pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
@@ -44,11 +47,7 @@ ATTEMPT_ROW_SPACING = 10**10  # row ids (= sampling seeds) of pass a start at a 
 
 
 def _row_error(batch: dict, i: int) -> str:
-    """ray.data.llm sends failed rows past our postprocess with ``__inference_error__`` set."""
-    for col in ("error", "__inference_error__"):
-        if col in batch and batch[col][i]:
-            return str(batch[col][i])
-    return ""
+    return str(batch["error"][i]) if "error" in batch and batch["error"][i] else ""
 
 
 def first_row_breakdown(batch: dict, streamed_at: float, arrived_at: float) -> dict | None:
@@ -178,32 +177,55 @@ def consume(
             return
 
 
-def run_engine(cfg: GenerateConfig, opts: EngineOptions, rows: list[dict], heartbeat_s: float | None = None):
-    """A fixed list of prompt rows through the engine stage (the condition stage, benchmarks)."""
+def run_engine(
+    cfg: GenerateConfig,
+    opts: EngineOptions,
+    rows: list[dict],
+    heartbeat_s: float | None = None,
+    engines: EnginePool | None = None,
+):
+    """A fixed list of prompt rows through the engines (the condition stage, benchmarks); without
+    ``engines``, through replicas started for this call and stopped after it."""
     import ray
 
     blocks = max(1, math.ceil(len(rows) / (cfg.batch_size * cfg.batches_per_block)))
-    return stream_engine(cfg, opts, ray.data.from_items(rows, override_num_blocks=blocks), heartbeat_s)
+    own = engines is None
+    engines = (engines or EnginePool()).use(cfg.engine, opts)
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
+        yield from stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s)
+    finally:
+        if own:
+            engines.shutdown()
 
 
 def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
     """Prompt rows for positions ``prompts.first`` .. ``limit - 1``, made lazily by a light map
     stage over a range: the engines pull only what they can take, and the driver stops the stream
-    when every label is full."""
+    when every label is full. Returns (dataset, its number of blocks)."""
     import ray
 
     # One engine batch per block: every replica gets work from the start, and results come back
     # (and the driver can stop) one engine batch at a time instead of one large block at a time.
     n = max(0, limit - prompts.first)
-    ds = ray.data.range(n, override_num_blocks=max(1, math.ceil(n / cfg.batch_size)))
-    return ds.map_batches(prompts, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS)
+    blocks = max(1, math.ceil(n / cfg.batch_size))
+    ds = ray.data.range(n, override_num_blocks=blocks)
+    return ds.map_batches(prompts, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS), blocks
 
 
-def stream_engine(cfg: GenerateConfig, opts: EngineOptions, ds, heartbeat_s: float | None = None):
-    return stream_dataset(engine_stage(cfg.engine, ds, opts), cfg.stall_timeout_s, heartbeat_s, ordered=cfg.ordered)
+def stream_engine(
+    cfg: GenerateConfig, opts: EngineOptions, ds, blocks: int, engines: EnginePool, heartbeat_s: float | None = None
+):
+    """``ds``'s prompt rows (``blocks`` blocks) through ``engines`` (serving ``opts``), watched."""
+    out, stream = engines.stage(ds, opts.decoding, opts.seed, opts.batch_size, blocks)
+    return stream_dataset(
+        out, cfg.stall_timeout_s, heartbeat_s, ordered=cfg.ordered, after=lambda: engines.end_stream(stream)
+    )
 
 
-def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path) -> list[str] | None:
+def _conditions(
+    cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, staging: Path, engines: EnginePool
+) -> list[str] | None:
     """First stage for tasks that condition on generated values (movie/restaurant/product names)."""
     if spec.condition is None:
         return None
@@ -217,7 +239,7 @@ def _conditions(cfg: GenerateConfig, spec: TaskSpec, opts: EngineOptions, stagin
     values: list[str] = []
     seen: set[str] = set()
     print(f"[generate] condition stage: {len(rows)} prompts for {c.num_values} values of {c.prompt!r}", flush=True)
-    for batch in run_engine(cfg, copts, rows):
+    for batch in run_engine(cfg, copts, rows, engines=engines):
         for text, err in zip(batch["generated_text"], batch["error"]):
             value = clean_text(str(text), decoding.stop)
             if err or drop_reason(value, c.min_words, c.max_words) or value in seen:
@@ -244,8 +266,21 @@ def portable_config(cfg: GenerateConfig, model_id: str) -> dict:
     return d
 
 
-def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dict:
-    """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest."""
+def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None, engines: EnginePool | None = None) -> dict:
+    """Generate the pool described by ``cfg`` into ``cfg.out``; return its manifest.
+
+    ``engines``: replicas to reuse (the driver's, kept across rounds); None starts them for this
+    call (when there is anything to generate) and stops them at its end, on every exit path."""
+    own = engines is None
+    engines = engines or EnginePool()
+    try:
+        return _generate(cfg, existing_texts, engines)
+    finally:
+        if own:
+            engines.shutdown()
+
+
+def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: EnginePool) -> dict:
     from sungen_ray.parallel.ray_runtime import cluster_has_gpus, cluster_replicas, ensure_ray, machine_replicas
     from sungen_ray.plm.identity import model_identity
     from sungen_ray.plm.prepare import resolve_model
@@ -287,11 +322,9 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         resources=dict(cfg.replica_resources or {}),
     )
     t0 = time.perf_counter()
-    engine_starts = 0
-    if spec.condition is not None and not (staging / "conditions.json").is_file():
-        engine_starts += 1
+    starts_before = engines.starts
     t_cond = time.perf_counter()
-    conditions = _conditions(cfg, spec, opts, staging)
+    conditions = _conditions(cfg, spec, opts, staging, engines)
     condition_seconds = time.perf_counter() - t_cond
     targets = label_targets(cfg.num_samples, spec.num_labels)
     tally, attempt, resume = load_staged(staging)
@@ -346,9 +379,10 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             chunk["n"] += 1
             chunk["before"] = snapshot(tally)
 
-        engine_starts += 1
         ended = False
-        stream = stream_engine(cfg, opts, prompt_dataset(cfg, prompts, limit), heartbeat_s=EVERY_S)
+        engines.use(cfg.engine, opts)
+        ds, blocks = prompt_dataset(cfg, prompts, limit)
+        stream = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s=EVERY_S)
         try:
             consume(
                 stream,
@@ -372,6 +406,7 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
             flush(ended)
         attempt += 1
     seconds = time.perf_counter() - t0
+    engine_starts = engines.starts - starts_before
 
     have = Counter(r["label"] for r in tally.kept)
     manifest = {
@@ -393,7 +428,8 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None) -> dic
         "prompts_sent": tally.prompts,
         "max_prompts": max_prompts,
         "attempts": attempt,  # passes over the prompt stream (an interrupted pass that was resumed counts once)
-        "engine_starts": engine_starts,  # pipelines this call started (condition stage included)
+        # replicas this call started (0 when it ran on the driver's, started by an earlier round)
+        "engine_starts": engine_starts,
         "condition_seconds": round(condition_seconds, 2),
         # Rows the engines may still have held when the stream stopped: discarded, never counted.
         # dropped.surplus counts the rows that came back after their label was full.

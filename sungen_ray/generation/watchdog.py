@@ -15,9 +15,16 @@ class GenerationStalled(SungenError):
     pass
 
 
-def stream_dataset(ds, timeout_s: float, heartbeat_s: float | None = None, ordered: bool = True) -> Iterator:
+def stream_dataset(
+    ds,
+    timeout_s: float,
+    heartbeat_s: float | None = None,
+    ordered: bool = True,
+    after: Callable[[], None] | None = None,
+) -> Iterator:
     """``ds``'s numpy batches under ``watch_for_stall``; its execution ends when the caller stops
-    reading (early, on a stall or on an error), not when a blocked pull returns.
+    reading (early, on a stall or on an error), not when a blocked pull returns; then ``after`` runs
+    (the engines abort what the stream still had in them).
 
     ``ordered``: batches come back in input order, so which rows a pass keeps (the first usable
     ones per label) and where a resumed pass goes on depend on the prompts alone, not on which
@@ -25,7 +32,13 @@ def stream_dataset(ds, timeout_s: float, heartbeat_s: float | None = None, order
     queue; the engines keep working (``benchmarks/stream_order.py`` measures the cost)."""
     ds.context.execution_options.preserve_order = ordered  # this pipeline's own context copy
     batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
-    return watch_for_stall(batches, timeout_s, heartbeat_s, on_exit=lambda: end_execution(ds))
+
+    def on_exit() -> None:
+        end_execution(ds)
+        if after is not None:
+            after()
+
+    return watch_for_stall(batches, timeout_s, heartbeat_s, on_exit=on_exit)
 
 
 def end_execution(ds) -> None:
@@ -88,8 +101,8 @@ def watch_for_stall(
                     yield None  # heartbeat
                     continue
                 raise GenerationStalled(
-                    f"generation stalled: no engine output for {timeout_s:g} s (stall_timeout_s). An engine that "
-                    "fails on every request is restarted and retried by ray.data.llm without end; its error is in "
+                    f"generation stalled: no engine output for {timeout_s:g} s (stall_timeout_s). An engine replica "
+                    "that crashes on every batch is restarted and its batch re-sent without end; its error is in "
                     "the Ray logs (/tmp/ray/session_latest/logs, 'EngineCore'). Rows kept so far are staged; "
                     "re-running the same command resumes."
                 ) from None

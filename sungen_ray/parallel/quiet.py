@@ -31,7 +31,11 @@ BENIGN: list[tuple[str, str]] = [
     ("Model Runner V2 requires Triton", "the V1 runner is the CPU path"),
     ("libtcmalloc is not found in LD_PRELOAD", "an allocator hint; the engine runs without it"),
     ("libiomp is not found in LD_PRELOAD", "an OpenMP hint; the engine runs with torch's own"),
-    ("Passing raw prompts to InputProcessor is deprecated", "ray.data.llm's call, not ours"),
+    ("Passing raw prompts to InputProcessor is deprecated", "vLLM's note on a plain-text prompt"),
+    (
+        "[shutdown] Process manager: force killing remaining process",
+        "a replica's engine core that outlived its 5 s grace at the end of the run; stopped either way",
+    ),
     ("No cloud storage mirror configured", "the model is local"),
     ("Token authentication is enabled for this Ray cluster", "the private local cluster's default"),
 ]

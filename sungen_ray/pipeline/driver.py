@@ -13,6 +13,7 @@ from sungen_ray.config import identity_dict, to_dict
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import EXECUTION_ONLY
+from sungen_ray.generation.engine_pool import EnginePool
 from sungen_ray.pipeline.config import PipelineConfig
 from sungen_ray.pipeline.final import final_stage
 from sungen_ray.pipeline.layout import RunLayout
@@ -21,9 +22,10 @@ from sungen_ray.pipeline.stages import Stage, file_sha256, run_stage
 from sungen_ray.tasks.spec import TaskSpec, load_task
 
 
-def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
+def plan(cfg: PipelineConfig, spec: TaskSpec, engines=None) -> list[Stage]:
     """Every stage of the run, in order. A stage's inputs extend the previous one's, so a change
-    upstream redoes everything downstream."""
+    upstream redoes everything downstream. ``engines``: the run's engine replicas, which every
+    generate stage reuses."""
     layout = RunLayout(cfg.out)
     base = {"task": to_dict(spec), "seed": cfg.seed}
     stages = []
@@ -44,7 +46,7 @@ def plan(cfg: PipelineConfig, spec: TaskSpec) -> list[Stage]:
                 f"round {r} generate",
                 layout.pool(r),
                 gen_inputs,
-                lambda d, r=r: generate_round(cfg, spec, r),
+                lambda d, r=r: generate_round(cfg, spec, r, engines),
             ),
             Stage(
                 f"reweight-{r}",
@@ -102,6 +104,29 @@ def _semantic(cfg) -> dict:
     return strip(identity_dict(cfg))
 
 
+def release_engines_if_idle(engines: EnginePool, rest: list[Stage], stage: Stage, cfg: PipelineConfig) -> None:
+    """Stop the run's engine replicas before ``stage`` when no later stage generates, or when
+    ``stage`` needs the CPUs or GPUs they hold (Ray Train workers would wait for them forever).
+    Idle replicas cost memory, not compute: vLLM's engine core sleeps without requests."""
+    import ray
+
+    if not any(s.name.startswith("generate-") and s.finished() is None for s in rest):
+        engines.shutdown()
+        return
+    if not stage.name.startswith("reweight-") or (cfg.workers == 1 and not cfg.use_gpu):
+        return  # one process: the driver's own, outside Ray's resources
+    free = ray.available_resources()
+    need_gpu = cfg.workers if cfg.use_gpu else 0
+    if free.get("CPU", 0) < cfg.workers or free.get("GPU", 0) < need_gpu:
+        print(
+            f"[pipeline] {stage.title}: its {cfg.workers} Ray Train workers need the resources the engine replicas "
+            f"hold (free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU); stopping the replicas, the next "
+            "round starts them again",
+            flush=True,
+        )
+        engines.shutdown()
+
+
 def check_stop_after(stages: list[Stage], stop_after: str | None) -> None:
     names = [s.name for s in stages]
     if stop_after is not None and stop_after not in names:
@@ -126,17 +151,23 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None) -> dict:
     from sungen_ray.pipeline.report import write_report
 
     spec = load_task(cfg.task)
-    stages = plan(cfg, spec)
+    engines = EnginePool()
+    stages = plan(cfg, spec, engines)
     check_stop_after(stages, stop_after)
     layout = RunLayout(cfg.out)
     layout.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(layout.config, to_dict(cfg))
     t_start = time.perf_counter()
     results = {}
-    for s in stages:
-        results[s.name] = run_stage(s)
-        if s.name == stop_after:
-            return {"stopped_after": stop_after}
+    try:
+        for i, s in enumerate(stages):
+            if engines.replicas and not s.name.startswith("generate-"):
+                release_engines_if_idle(engines, stages[i:], s, cfg)
+            results[s.name] = run_stage(s)
+            if s.name == stop_after:
+                return {"stopped_after": stop_after}
+    finally:  # every exit path: done, --stop-after, an error, Ctrl-C
+        engines.shutdown()
     report = write_report(cfg, spec, layout, total_seconds=time.perf_counter() - t_start)
     print(f"[pipeline] report: {layout.report_md}", flush=True)
     final = results["final"]

@@ -155,6 +155,8 @@ def write_report(cfg, spec, layout: RunLayout, total_seconds: float) -> dict:
         "total_seconds": round(total_seconds, 1),
     }
     report["features"] = encoding_counts(cfg, layout, rounds, report["final"])
+    # replica start-ups over the whole run: one per replica when every round reused the first's
+    report["engine_starts"] = sum((r["generate"] or {}).get("engine_starts") or 0 for r in rounds)
     manifest = layout.pool(0) / "manifest.json"
     report["model"] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
     report["summary"] = summary_lines(report, spec)

@@ -41,7 +41,8 @@ def feedback_examples(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict[str, 
     return out
 
 
-def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
+def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int, engines=None) -> dict:
+    """``engines``: the run's ``EnginePool``, reused from round to round."""
     from sungen_ray.generation.config import GenerateConfig
     from sungen_ray.generation.pipeline import generate
 
@@ -60,9 +61,9 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
         examples_per_prompt=cfg.feedback.examples,
         use_gpu=cfg.use_gpu or None,
     )
-    manifest = generate(gen_cfg, existing_texts=existing)
+    manifest = generate(gen_cfg, existing_texts=existing, engines=engines)
     keys = ("requested", "kept", "kept_per_label", "dropped", "prompts_sent", "tokens_generated", "seconds")
-    channel = score_channel(cfg, spec, layout.pool_data(r))
+    channel = score_channel(cfg, spec, layout.pool_data(r), engines)
     return (
         {k: manifest[k] for k in keys}
         | channel
@@ -79,18 +80,24 @@ def generate_round(cfg: PipelineConfig, spec: TaskSpec, r: int) -> dict:
     )
 
 
-def score_channel(cfg: PipelineConfig, spec: TaskSpec, pool_data: Path) -> dict:
-    """The generator's channel margin as a pool column (``sungen_ray.plm.channel``), when on."""
+def score_channel(cfg: PipelineConfig, spec: TaskSpec, pool_data: Path, engines=None) -> dict:
+    """The generator's channel margin as a pool column (``sungen_ray.plm.channel``), when on: on the
+    run's live vLLM replicas (prompt log-probs) where there are some, else with transformers here."""
     if not cfg.channel.active(spec.num_labels):
         return {"channel_scored": 0}
     from sungen_ray.data.labelled import parquet_files
     from sungen_ray.plm.channel import add_channel_margin
     from sungen_ray.plm.prepare import resolve_model
 
+    live = engines if engines is not None and engines.engine == "vllm" and engines.replicas else None
     done = add_channel_margin(
-        parquet_files(pool_data), spec, resolve_model(cfg.generation.model), cfg.channel.batch_size
+        parquet_files(pool_data), spec, resolve_model(cfg.generation.model), cfg.channel.batch_size, engines=live
     )
-    return {"channel_scored": done["texts"], "channel_seconds": done["seconds"]}
+    return {
+        "channel_scored": done["texts"],
+        "channel_seconds": done["seconds"],
+        "channel_on": "vllm replicas" if live else "transformers",
+    }
 
 
 def reweight_round(cfg: PipelineConfig, spec: TaskSpec, r: int, directory: Path) -> dict:

@@ -47,6 +47,45 @@ class ChannelScores:
         return own - others.max(axis=1)
 
 
+def token_ids(texts: list[str], spec: TaskSpec, tokenizer, max_text_tokens: int = 256):
+    """Each label prompt's ids and each text's (closing quote included): the text is tokenised once
+    and appended to every prompt, so every label scores exactly the same text tokens."""
+    prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in label_prompts(spec)]
+    bodies = [tokenizer(t + CLOSING, add_special_tokens=False)["input_ids"][: max_text_tokens + 1] for t in texts]
+    return prompts, bodies
+
+
+def _load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except OSError as exc:
+        raise SungenError(f"channel scoring: cannot load the generator from {model_path}: {exc}") from exc
+
+
+def channel_scores_on_engines(
+    texts: list[str], spec: TaskSpec, model_path: str, engines, max_text_tokens: int = 256, progress=None
+) -> ChannelScores:
+    """(n, K) channel scores from the run's live vLLM replicas: the same sums as ``channel_scores``,
+    from vLLM's prompt log-probs (prefill only), with no second copy of the model loaded."""
+    start = time.perf_counter()
+    prompts, bodies = token_ids(texts, spec, _load_tokenizer(model_path), max_text_tokens)
+    seqs = [prompt + body for body in bodies for prompt in prompts]
+    starts = [len(prompt) for _ in bodies for prompt in prompts]
+    k = len(prompts)
+    done = (lambda n: progress(n // k, len(texts))) if progress is not None else None
+    scores = engines.score(seqs, starts, progress=done).reshape(len(texts), k)
+    _check_finite(scores, model_path)
+    return ChannelScores(scores, time.perf_counter() - start)
+
+
+def _check_finite(scores: np.ndarray, model_path: str) -> None:
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).any(axis=1).sum())
+        raise SungenError(f"channel scoring: {bad} texts got a non-finite score (check the model at {model_path})")
+
+
 def channel_scores(
     texts: list[str],
     spec: TaskSpec,
@@ -57,18 +96,16 @@ def channel_scores(
     device: str = "cpu",
     progress=None,
 ) -> ChannelScores:
-    """(n, K) channel scores with transformers (prefill only). Texts are tokenised once and
-    appended to each label's prompt ids, so every label scores exactly the same text tokens."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(n, K) channel scores with transformers (prefill only), in this process."""
+    from transformers import AutoModelForCausalLM
 
     start = time.perf_counter()
+    tokenizer = _load_tokenizer(model_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
     except OSError as exc:
         raise SungenError(f"channel scoring: cannot load the generator from {model_path}: {exc}") from exc
-    prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in label_prompts(spec)]
-    bodies = [tokenizer(t + CLOSING, add_special_tokens=False)["input_ids"][: max_text_tokens + 1] for t in texts]
+    prompts, bodies = token_ids(texts, spec, tokenizer, max_text_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = np.zeros((len(texts), len(prompts)), dtype=np.float64)
     # longest first so a batch holds similar lengths (less padding), results put back by position
@@ -94,9 +131,7 @@ def channel_scores(
             done += len(rows)
             if progress is not None:
                 progress(done, len(texts))
-    if not np.isfinite(scores).all():
-        bad = int((~np.isfinite(scores)).any(axis=1).sum())
-        raise SungenError(f"channel scoring: {bad} texts got a non-finite score (check the model at {model_path})")
+    _check_finite(scores, model_path)
     return ChannelScores(scores, time.perf_counter() - start)
 
 
@@ -139,10 +174,13 @@ class ChannelConfig:
         return self.enabled if self.enabled is not None else num_labels <= self.max_labels
 
 
-def add_channel_margin(files: list, spec: TaskSpec, model_path: str, batch_size: int = 64, device: str = "cpu") -> dict:
+def add_channel_margin(
+    files: list, spec: TaskSpec, model_path: str, batch_size: int = 64, device: str = "cpu", engines=None
+) -> dict:
     """Score every pool file that lacks a ``channel_margin`` column and rewrite it with the column
     (atomically, file by file: an interrupted run keeps the files it finished and scores the rest
-    on the next call). Returns texts scored and seconds."""
+    on the next call). Returns texts scored and seconds. ``engines``: live vLLM replicas of the
+    same model to score on (the driver's); None scores with transformers in this process."""
     import pyarrow as pa
 
     from sungen_ray.data import atomic
@@ -160,14 +198,24 @@ def add_channel_margin(files: list, spec: TaskSpec, model_path: str, batch_size:
             labels = table.column("label").to_numpy().astype(np.int64)
             if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_labels):
                 raise SungenError(f"{f}: labels out of range for task {spec.name!r} ({spec.num_labels} labels)")
-            result = channel_scores(
-                table.column("text").to_pylist(),
-                spec,
-                model_path,
-                batch_size=batch_size,
-                device=device,
-                progress=lambda done, _n, base=scored: progress.update(base + done),
-            )
+            texts = table.column("text").to_pylist()
+            if engines is not None:
+                result = channel_scores_on_engines(
+                    texts,
+                    spec,
+                    model_path,
+                    engines,
+                    progress=lambda done, _n, base=scored: progress.update(base + done),
+                )
+            else:
+                result = channel_scores(
+                    texts,
+                    spec,
+                    model_path,
+                    batch_size=batch_size,
+                    device=device,
+                    progress=lambda done, _n, base=scored: progress.update(base + done),
+                )
             margin = pa.array(result.margin(labels).astype(np.float32), pa.float32())
             atomic.write_parquet(f, table.append_column("channel_margin", margin))
             scored += table.num_rows

@@ -1,0 +1,306 @@
+"""Engine replicas that live for a whole run: one Ray actor per replica, started once, fed by each
+call's Ray Data prompt stream.
+
+Why actors, and not the alternatives Ray offers:
+- ``ray.data.llm``'s processor: its replicas are the actor pool of one Dataset's execution, started
+  when that execution starts and killed when it ends (ray 2.60 has no way for a second Dataset to
+  reuse them), so every round and the condition stage paid an engine start.
+- One Ray Data pipeline fed by a queue for the whole run: its operators (and their CPU claims) would
+  stay up through reweighting, and a round could not end its own stream without ending the engines.
+- Ray Serve LLM deployments: a controller, HTTP proxies and an OpenAI layer around a batch job, and
+  no per-row seeds or sampled-token log-probs through its API.
+A plain actor per replica keeps what mattered: each round still streams through Ray Data (lazy
+prompts, backpressure, rows back in prompt order, the stall watchdog, early stop), a light map stage
+hands each batch to one replica, and the replicas outlive the stream. They restart on node loss
+(``max_restarts``) and Ray re-sends the calls they held (``max_task_retries``); the row-id guard in
+``pipeline.consume`` drops what comes back twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sungen_ray.generation.engines import (
+    LIGHT_STAGE_CPUS,
+    EngineOptions,
+    TransformersGenerator,
+    concurrent_batches,
+    engine_id,
+    mean_logprob,
+    sampling_params,
+    vllm_engine_kwargs,
+)
+from sungen_ray.parallel.quiet import is_verbose
+from sungen_ray.parallel.ray_runtime import engine_log_env
+from sungen_ray.tasks.spec import Decoding
+
+CONTROL = "control"  # the replicas' concurrency group for end_stream / shutdown
+ABORTED = "aborted: the stream this batch belonged to had ended"
+
+
+def _empty_result(batch: dict, error: str, engine: str) -> dict[str, np.ndarray]:
+    n = len(batch["row_id"])
+    return {
+        "row_id": np.asarray(batch["row_id"], dtype=np.int64),
+        "label": np.asarray(batch["label"], dtype=np.int64),
+        "label_name": np.asarray(batch["label_name"], dtype=object),
+        "prompt": np.asarray(batch["prompt"], dtype=object),
+        "generated_text": np.full(n, "", dtype=object),
+        "num_generated_tokens": np.zeros(n, dtype=np.int64),
+        "logprob": np.full(n, np.nan),
+        "error": np.full(n, error, dtype=object),
+        "t_submit": np.full(n, np.nan),
+        "t_done": np.full(n, np.nan),
+        "engine": np.full(n, engine, dtype=object),
+    }
+
+
+class VLLMReplica:
+    """One vLLM ``AsyncLLM`` engine: concurrent ``generate`` calls share its continuous batch."""
+
+    def __init__(self, opts: EngineOptions):
+        import vllm
+
+        args = vllm.AsyncEngineArgs(model=opts.model, **vllm_engine_kwargs(opts))
+        self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
+        self.engine_id = engine_id()
+        self.ended: set[str] = set()
+        self.requests: dict[str, set[str]] = {}
+        self.ids = itertools.count()
+
+    def ready(self) -> str:
+        return self.engine_id
+
+    async def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
+        import asyncio
+
+        if stream in self.ended:
+            return _empty_result(batch, ABORTED, self.engine_id)
+        rows = list(zip(map(int, batch["row_id"]), map(str, batch["prompt"])))
+        outs = await asyncio.gather(*(self._one(stream, prompt, decoding, seed, row_id) for row_id, prompt in rows))
+        if self.engine.errored:  # a dead engine core: exit, so Ray restarts the replica and re-sends the call
+            os._exit(1)
+        res = _empty_result(batch, "", self.engine_id)
+        for i, (text, ntok, lp, err, t_submit, t_done) in enumerate(outs):
+            res["generated_text"][i], res["num_generated_tokens"][i], res["logprob"][i] = text, ntok, lp
+            res["error"][i], res["t_submit"][i], res["t_done"][i] = err, t_submit, t_done
+        return res
+
+    async def _one(self, stream: str, prompt: str, decoding: Decoding, seed: int, row_id: int):
+        import vllm
+
+        request_id = f"{stream}-{row_id}-{next(self.ids)}"
+        self.requests.setdefault(stream, set()).add(request_id)
+        t_submit = time.time()
+        final = None
+        try:
+            params = vllm.SamplingParams(**sampling_params(decoding, seed, row_id))
+            async for out in self.engine.generate(prompt, params, request_id):
+                final = out
+        except Exception as exc:  # noqa: BLE001 - the row is reported as failed, not lost
+            return "", 0, float("nan"), f"{type(exc).__name__}: {exc}"[:500], t_submit, time.time()
+        finally:
+            self.requests.get(stream, set()).discard(request_id)
+        if final is None or not final.outputs:
+            return "", 0, float("nan"), ABORTED, t_submit, time.time()
+        o = final.outputs[0]
+        err = ABORTED if o.finish_reason == "abort" else ""
+        return o.text, len(o.token_ids), mean_logprob(o.logprobs, o.token_ids), err, t_submit, time.time()
+
+    async def score(self, seqs: list[list[int]], starts: list[int]) -> list[float]:
+        """Summed log-prob of each token sequence from position ``starts[i]`` on: one prefill per
+        sequence (prompt log-probs), no decoding. The channel scores of ``plm/channel.py``."""
+        import asyncio
+
+        import vllm
+
+        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+
+        async def one(ids: list[int], start: int) -> float:
+            final = None
+            async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"score-{next(self.ids)}"):
+                final = out
+            lps = final.prompt_logprobs
+            return float(sum(lps[p][ids[p]].logprob for p in range(start, len(ids))))
+
+        return list(await asyncio.gather(*(one(ids, start) for ids, start in zip(seqs, starts))))
+
+    async def end_stream(self, stream: str) -> int:
+        """Abort what ``stream`` still has in this engine, and answer its later calls at once."""
+        self.ended.add(stream)
+        pending = list(self.requests.pop(stream, ()))
+        if pending:
+            await self.engine.abort(pending)
+        return len(pending)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()  # vLLM's engine-core process, which Ray does not track
+
+
+class TransformersReplica:
+    """One Hugging Face model (the fallback engine); ``end_stream`` runs beside a busy ``generate``."""
+
+    def __init__(self, opts: EngineOptions):
+        self.generator = TransformersGenerator(opts)
+        self.ended: set[str] = set()
+
+    def ready(self) -> str:
+        return self.generator.engine_id
+
+    def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
+        if stream in self.ended:
+            return _empty_result(batch, ABORTED, self.generator.engine_id)
+        return self.generator(batch, decoding=decoding, seed=seed)
+
+    def end_stream(self, stream: str) -> int:
+        self.ended.add(stream)
+        return 0
+
+    def shutdown(self) -> None:
+        pass
+
+
+def call_replicas(
+    batch: dict, replicas: list, stream: str, decoding: Decoding, seed: int, batch_size: int
+) -> dict[str, np.ndarray]:
+    """The light map stage: one batch to one replica, by its position in the stream (round robin)."""
+    import ray
+
+    k = (int(np.min(batch["row_id"])) // batch_size) % len(replicas)
+    return ray.get(replicas[k].generate.remote(batch, stream, decoding, seed))
+
+
+@dataclass
+class EnginePool:
+    """The replicas of a run (the driver's) or of one ``generate`` call. ``starts`` counts replica
+    start-ups; restarts after node loss show up in the stream as engine ids not seen before."""
+
+    engine: str | None = None
+    opts: EngineOptions | None = None
+    replicas: list = field(default_factory=list)
+    starts: int = 0
+    streams: itertools.count = field(default_factory=itertools.count)
+
+    def serves(self, engine: str, opts: EngineOptions) -> bool:
+        """Whether the running replicas can do ``opts``' work (decoding, seed, batch size are per call)."""
+        per_call = {"decoding": None, "seed": 0, "batch_size": 0}
+        return (
+            bool(self.replicas)
+            and engine == self.engine
+            and dataclasses.replace(opts, **per_call) == dataclasses.replace(self.opts, **per_call)
+        )
+
+    def use(self, engine: str, opts: EngineOptions) -> EnginePool:
+        """Replicas for ``opts``: the running ones if they fit, else new ones (the old ones stopped)."""
+        if not self.serves(engine, opts):
+            self.shutdown()
+            self.engine, self.opts = engine, opts
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        import ray
+
+        opts = self.opts
+        cls = VLLMReplica if self.engine == "vllm" else TransformersReplica
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
+            "OMP_NUM_THREADS": str(opts.cpus_per_replica),  # the engine's math threads = the CPUs reserved
+            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+            **engine_log_env(),
+        }
+        actor = ray.remote(concurrency_groups={CONTROL: 2})(cls).options(  # end_stream while a batch decodes
+            num_cpus=0 if opts.use_gpu else opts.cpus_per_replica,
+            num_gpus=1 if opts.use_gpu else 0,
+            resources=opts.resources or None,
+            max_restarts=-1,  # node loss: start again elsewhere ...
+            max_task_retries=-1,  # ... and re-send the batches it held
+            # vLLM: concurrent calls share one continuous batch; transformers: one batch at a time
+            max_concurrency=1000 if self.engine == "vllm" else 1,
+            runtime_env={"env_vars": env},
+        )
+        self.replicas = [actor.remote(opts) for _ in range(opts.replicas)]
+        self.starts += opts.replicas
+        where = "GPU" if opts.use_gpu else f"{opts.cpus_per_replica} CPU"
+        print(f"[engines] starting {opts.replicas} {self.engine} replica(s) x {where}", flush=True)
+
+    def stage(self, ds, decoding: Decoding, seed: int, batch_size: int, blocks: int):
+        """``ds``'s prompt rows (``blocks`` blocks) through the replicas; returns (dataset, stream id
+        for ``end_stream``)."""
+        import ray
+
+        stream = f"s{next(self.streams)}-{os.getpid()}-{time.time_ns()}"
+        per_replica = concurrent_batches(dataclasses.replace(self.opts, batch_size=batch_size))
+        if self.engine != "vllm":
+            per_replica = 2  # one batch decoding, one queued behind it
+        out = ds.map_batches(
+            call_replicas,
+            fn_kwargs={
+                "replicas": self.replicas,
+                "stream": stream,
+                "decoding": decoding,
+                "seed": seed,
+                "batch_size": batch_size,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=LIGHT_STAGE_CPUS,
+            # about one engine batch per replica in flight, the stream's in_flight_bound
+            compute=ray.data.TaskPoolStrategy(size=max(1, min(blocks, len(self.replicas) * per_replica))),
+        )
+        return out, stream
+
+    def score(self, seqs: list[list[int]], starts: list[int], chunk: int = 64, progress=None) -> np.ndarray:
+        """``VLLMReplica.score`` over every replica, ``chunk`` sequences a call, at most two calls
+        in flight per replica (so the engines stay full and the driver holds few results);
+        ``progress(sequences done)`` after each call."""
+        import ray
+
+        out = np.zeros(len(seqs), dtype=np.float64)
+        chunks = [range(i, min(i + chunk, len(seqs))) for i in range(0, len(seqs), chunk)]
+        pending: dict = {}
+        next_chunk = finished = 0
+        while next_chunk < len(chunks) or pending:
+            while next_chunk < len(chunks) and len(pending) < 2 * len(self.replicas):
+                rows = chunks[next_chunk]
+                replica = self.replicas[next_chunk % len(self.replicas)]
+                pending[replica.score.remote([seqs[i] for i in rows], [starts[i] for i in rows])] = rows
+                next_chunk += 1
+            done, _ = ray.wait(list(pending), num_returns=1)
+            rows = pending.pop(done[0])
+            out[rows.start : rows.stop] = ray.get(done[0])
+            finished += len(rows)
+            if progress is not None:
+                progress(finished)
+        return out
+
+    def end_stream(self, stream: str) -> None:
+        """Abort what ``stream`` still has in the engines: the next stream starts on idle replicas."""
+        import ray
+
+        calls = [r.end_stream.options(concurrency_group=CONTROL).remote(stream) for r in self.replicas]
+        try:
+            ray.get(calls, timeout=60)
+        except Exception as exc:  # noqa: BLE001 - a replica lost with its node has nothing left to abort
+            print(f"[engines] could not end stream {stream} on every replica: {exc}", flush=True)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if not self.replicas:
+            return
+        try:
+            ray.get([r.shutdown.options(concurrency_group=CONTROL).remote() for r in self.replicas], timeout=60)
+        except Exception:  # noqa: BLE001, S110 - killed below either way
+            pass
+        for r in self.replicas:
+            ray.kill(r, no_restart=True)
+        self.replicas = []
+        if is_verbose():
+            print(f"[engines] {self.engine} replicas shut down", flush=True)
