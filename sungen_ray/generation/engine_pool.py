@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -100,7 +101,10 @@ class VLLMReplica:
         t_submit = time.time()
         final = None
         try:
-            params = vllm.SamplingParams(**sampling_params(decoding, seed, row_id))
+            # the finished row only: no per-token outputs for this process to wake up for
+            params = vllm.SamplingParams(
+                **sampling_params(decoding, seed, row_id), output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY
+            )
             async for out in self.engine.generate(prompt, params, request_id):
                 final = out
         except Exception as exc:  # noqa: BLE001 - the row is reported as failed, not lost
@@ -120,7 +124,12 @@ class VLLMReplica:
 
         import vllm
 
-        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        params = vllm.SamplingParams(
+            max_tokens=1,
+            prompt_logprobs=0,
+            detokenize=False,
+            output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+        )
 
         async def one(ids: list[int], start: int) -> float:
             final = None
@@ -166,14 +175,18 @@ class TransformersReplica:
         pass
 
 
-def call_replicas(
-    batch: dict, replicas: list, stream: str, decoding: Decoding, seed: int, batch_size: int
-) -> dict[str, np.ndarray]:
-    """The light map stage: one batch to one replica, by its position in the stream (round robin)."""
-    import ray
+class ReplicaClient:
+    """The light map stage: hands each batch to one replica (round robin by its position in the
+    stream) and awaits the answer. Async, so one small actor holds many batches in flight; tasks
+    blocked in ``ray.get`` would need a worker process per batch in flight."""
 
-    k = (int(np.min(batch["row_id"])) // batch_size) % len(replicas)
-    return ray.get(replicas[k].generate.remote(batch, stream, decoding, seed))
+    def __init__(self, replicas: list, stream: str, decoding: Decoding, seed: int, batch_size: int):
+        self.replicas, self.stream, self.decoding, self.seed = replicas, stream, decoding, seed
+        self.batch_size = batch_size
+
+    async def __call__(self, batch: dict) -> dict[str, np.ndarray]:
+        k = (int(np.min(batch["row_id"])) // self.batch_size) % len(self.replicas)
+        return await self.replicas[k].generate.remote(batch, self.stream, self.decoding, self.seed)
 
 
 @dataclass
@@ -239,9 +252,12 @@ class EnginePool:
         per_replica = concurrent_batches(dataclasses.replace(self.opts, batch_size=batch_size))
         if self.engine != "vllm":
             per_replica = 2  # one batch decoding, one queued behind it
+        # about one engine batch per replica in flight (the stream's in_flight_bound), held by one
+        # light client actor per replica
+        per_replica = max(1, min(per_replica, math.ceil(blocks / len(self.replicas))))
         out = ds.map_batches(
-            call_replicas,
-            fn_kwargs={
+            ReplicaClient,
+            fn_constructor_kwargs={
                 "replicas": self.replicas,
                 "stream": stream,
                 "decoding": decoding,
@@ -251,8 +267,10 @@ class EnginePool:
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=LIGHT_STAGE_CPUS,
-            # about one engine batch per replica in flight, the stream's in_flight_bound
-            compute=ray.data.TaskPoolStrategy(size=max(1, min(blocks, len(self.replicas) * per_replica))),
+            compute=ray.data.ActorPoolStrategy(
+                size=min(blocks, len(self.replicas)), max_tasks_in_flight_per_actor=per_replica
+            ),
+            max_concurrency=per_replica,
         )
         return out, stream
 
