@@ -268,9 +268,10 @@ class EnginePool:
             batch_format="numpy",
             num_cpus=LIGHT_STAGE_CPUS,
             compute=ray.data.ActorPoolStrategy(
-                size=min(blocks, len(self.replicas)), max_tasks_in_flight_per_actor=per_replica
+                size=min(blocks, len(self.replicas)),
+                max_tasks_in_flight_per_actor=per_replica,
+                max_concurrent_calls_per_actor=per_replica,
             ),
-            max_concurrency=per_replica,
         )
         return out, stream
 

@@ -81,8 +81,12 @@ def consume(
     on_flush: Callable[[], None] | None = None,
     progress: Progress | None = None,
     flush_every_s: float = 60.0,
+    engines_up: bool = False,
 ) -> None:
     """Pull engine output, keep usable unique rows until every label is full.
+
+    ``engines_up``: the replicas were running before this stream (the driver's, from an earlier
+    round), so the wait for the first output is the first engine batch alone.
 
     ``None`` items in ``stream`` are heartbeats (see ``watch_for_stall``): they only let progress
     print while engines start. ``on_flush`` is called every ``flush_every_s`` so kept rows reach
@@ -101,7 +105,8 @@ def consume(
         if first_output is None:
             if force or now - progress.last_print >= STARTUP_NOTE_EVERY_S:
                 progress.last_print = now
-                progress.note(f"engines starting, no output yet ({now - start:.0f} s)")
+                waiting = "first engine batch decoding" if engines_up else "engines starting"
+                progress.note(f"{waiting}, no output yet ({now - start:.0f} s)")
             return
         span = now - first_output
         shares = ", ".join(f"{spec.labels[k].name} {per_label[k]}/{t}" for k, t in enumerate(targets))
@@ -121,7 +126,8 @@ def consume(
             if tally.startup_seconds is None:
                 tally.startup_seconds = first_output - start
                 tally.first_row = first_row_breakdown(batch, streamed_at, time.time())
-            progress.note(f"first output after {first_output - start:.0f} s (engine start-up)")
+            why = "the first engine batch" if engines_up else "engine start-up and the first engine batch"
+            progress.note(f"first output after {first_output - start:.0f} s ({why})")
         # in row-id order: an engine may return a batch's rows as they finish, and which rows fill
         # a label must not depend on that
         for i in np.argsort(np.asarray(batch["row_id"], dtype=np.int64), kind="stable"):
@@ -380,6 +386,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
             chunk["before"] = snapshot(tally)
 
         ended = False
+        engines_up = engines.serves(cfg.engine, opts)  # an earlier round's or this call's condition stage's
         engines.use(cfg.engine, opts)
         ds, blocks = prompt_dataset(cfg, prompts, limit)
         stream = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s=EVERY_S)
@@ -394,6 +401,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
                 on_flush=flush,
                 progress=progress,
                 flush_every_s=cfg.flush_every_s,
+                engines_up=engines_up,
             )
             ended = True
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
