@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sungen_ray.generation.engines import (
-    LIGHT_STAGE_CPUS,
     EngineOptions,
     TransformersGenerator,
     concurrent_batches,
@@ -266,7 +265,10 @@ class EnginePool:
             },
             batch_size=batch_size,
             batch_format="numpy",
-            num_cpus=LIGHT_STAGE_CPUS,
+            # No CPU claim: the clients only await the replicas, and a claim held for the whole
+            # stream left a cluster whose replicas took all CPUs but one (cluster_replicas) short
+            # of the full CPU the prompt stream's range read asks for: nothing ever ran.
+            num_cpus=0,
             compute=ray.data.ActorPoolStrategy(
                 size=min(blocks, len(self.replicas)),
                 max_tasks_in_flight_per_actor=per_replica,
