@@ -74,9 +74,6 @@ class VLLMReplica:
         self.requests: dict[str, set[str]] = {}
         self.ids = itertools.count()
 
-    def ready(self) -> str:
-        return self.engine_id
-
     async def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
         import asyncio
 
@@ -157,9 +154,6 @@ class TransformersReplica:
     def __init__(self, opts: EngineOptions):
         self.generator = TransformersGenerator(opts)
         self.ended: set[str] = set()
-
-    def ready(self) -> str:
-        return self.generator.engine_id
 
     def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
         if stream in self.ended:
