@@ -33,6 +33,7 @@ from sungen_ray.generation.engines import (
     concurrent_batches,
     engine_id,
     mean_logprob,
+    result_columns,
     sampling_params,
     vllm_engine_kwargs,
 )
@@ -42,23 +43,6 @@ from sungen_ray.tasks.spec import Decoding
 
 CONTROL = "control"  # the replicas' concurrency group for end_stream / shutdown
 ABORTED = "aborted: the stream this batch belonged to had ended"
-
-
-def _empty_result(batch: dict, error: str, engine: str) -> dict[str, np.ndarray]:
-    n = len(batch["row_id"])
-    return {
-        "row_id": np.asarray(batch["row_id"], dtype=np.int64),
-        "label": np.asarray(batch["label"], dtype=np.int64),
-        "label_name": np.asarray(batch["label_name"], dtype=object),
-        "prompt": np.asarray(batch["prompt"], dtype=object),
-        "generated_text": np.full(n, "", dtype=object),
-        "num_generated_tokens": np.zeros(n, dtype=np.int64),
-        "logprob": np.full(n, np.nan),
-        "error": np.full(n, error, dtype=object),
-        "t_submit": np.full(n, np.nan),
-        "t_done": np.full(n, np.nan),
-        "engine": np.full(n, engine, dtype=object),
-    }
 
 
 class VLLMReplica:
@@ -78,12 +62,12 @@ class VLLMReplica:
         import asyncio
 
         if stream in self.ended:
-            return _empty_result(batch, ABORTED, self.engine_id)
+            return result_columns(batch, ABORTED, self.engine_id)
         rows = list(zip(map(int, batch["row_id"]), map(str, batch["prompt"])))
         outs = await asyncio.gather(*(self._one(stream, prompt, decoding, seed, row_id) for row_id, prompt in rows))
         if self.engine.errored:  # a dead engine core: exit, so Ray restarts the replica and re-sends the call
             os._exit(1)
-        res = _empty_result(batch, "", self.engine_id)
+        res = result_columns(batch, "", self.engine_id)
         for i, (text, ntok, lp, err, t_submit, t_done) in enumerate(outs):
             res["generated_text"][i], res["num_generated_tokens"][i], res["logprob"][i] = text, ntok, lp
             res["error"][i], res["t_submit"][i], res["t_done"][i] = err, t_submit, t_done
@@ -157,7 +141,7 @@ class TransformersReplica:
 
     def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
         if stream in self.ended:
-            return _empty_result(batch, ABORTED, self.generator.engine_id)
+            return result_columns(batch, ABORTED, self.generator.engine_id)
         return self.generator(batch, decoding=decoding, seed=seed)
 
     def end_stream(self, stream: str) -> int:

@@ -185,13 +185,9 @@ class TransformersGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(opts.model, dtype=dtype).to(self.device).eval()
         self.engine_id = engine_id()
 
-    def __call__(
-        self, batch: dict[str, np.ndarray], decoding: Decoding | None = None, seed: int | None = None
-    ) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray], decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
         """``decoding`` and ``seed``: this call's (a long-lived replica serves several streams)."""
-        torch = self.torch
-        d = decoding or self.opts.decoding
-        seed = self.opts.seed if seed is None else seed
+        torch, d = self.torch, decoding
         t_submit = time.time()
         prompts = [str(p) for p in batch["prompt"]]
         n = len(prompts)
@@ -236,19 +232,29 @@ class TransformersGenerator:
                     logprobs[i] = float(s.mean()) if len(s) else math.nan
         except Exception as exc:  # noqa: BLE001 - the batch's rows are reported as failed, not lost
             errors = [f"{type(exc).__name__}: {exc}"[:500]] * n
-        return {
-            "row_id": np.asarray(batch["row_id"], dtype=np.int64),
-            "label": np.asarray(batch["label"], dtype=np.int64),
-            "label_name": np.asarray(batch["label_name"], dtype=object),
-            "prompt": np.asarray(prompts, dtype=object),
-            "generated_text": np.asarray(texts, dtype=object),
-            "num_generated_tokens": np.asarray(ntoks, dtype=np.int64),
-            "logprob": np.asarray(logprobs, dtype=np.float64),
-            "error": np.asarray(errors, dtype=object),
-            "t_submit": np.full(n, t_submit),
-            "t_done": np.full(n, time.time()),
-            "engine": np.full(n, self.engine_id, dtype=object),
-        }
+        res = result_columns(batch, "", self.engine_id)
+        res["generated_text"][:], res["num_generated_tokens"][:], res["logprob"][:] = texts, ntoks, logprobs
+        res["error"][:], res["t_submit"][:], res["t_done"][:] = errors, t_submit, time.time()
+        return res
+
+
+def result_columns(batch: dict, error: str, engine: str) -> dict[str, np.ndarray]:
+    """What a replica answers for ``batch``, before any row is filled in: every row empty, with
+    ``error`` (a stream's leftovers answered at once carry the abort note)."""
+    n = len(batch["row_id"])
+    return {
+        "row_id": np.asarray(batch["row_id"], dtype=np.int64),
+        "label": np.asarray(batch["label"], dtype=np.int64),
+        "label_name": np.asarray(batch["label_name"], dtype=object),
+        "prompt": np.asarray([str(p) for p in batch["prompt"]], dtype=object),
+        "generated_text": np.full(n, "", dtype=object),
+        "num_generated_tokens": np.zeros(n, dtype=np.int64),
+        "logprob": np.full(n, np.nan),
+        "error": np.full(n, error, dtype=object),
+        "t_submit": np.full(n, np.nan),
+        "t_done": np.full(n, np.nan),
+        "engine": np.full(n, engine, dtype=object),
+    }
 
 
 def engine_id() -> str:
