@@ -4,6 +4,7 @@ generator, seed, command and counts (no local paths).
 
     python benchmarks/pools/pack.py ../pools          # pools made by generate_bank.sh
     python benchmarks/pools/pack.py --copy ../shared/pools/demo-sst2-1000 --name demo-sst2-1000
+    python benchmarks/pools/pack.py ../pools --only agnews-10000 --engine vllm   # score on vLLM replicas
 """
 
 from __future__ import annotations
@@ -41,7 +42,15 @@ def pool_files(path: Path) -> list[Path]:
     raise SystemExit(f"{path}: no pool files")
 
 
-def pack(src: Path, name: str, seed: int | None, command: str, manifest: dict, channel: bool = True) -> None:
+def pack(
+    src: Path,
+    name: str,
+    seed: int | None,
+    command: str,
+    manifest: dict,
+    channel: bool = True,
+    engine: str = "transformers",
+) -> None:
     files = pool_files(src)
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").sort_by("idx")
     task = table.column("task")[0].as_py()
@@ -51,7 +60,7 @@ def pack(src: Path, name: str, seed: int | None, command: str, manifest: dict, c
     if channel and "channel_margin" not in table.column_names and ChannelConfig().active(spec.num_labels):
         tmp = out.with_suffix(".unscored.parquet")
         pq.write_table(table, tmp)
-        print(add_channel_margin([tmp], spec, resolve_model(None)))
+        print(score(tmp, spec, engine))
         table = pq.read_table(tmp)
         tmp.unlink()
     table = table.select([c for c in COLUMNS if c in table.column_names])
@@ -79,6 +88,24 @@ def pack(src: Path, name: str, seed: int | None, command: str, manifest: dict, c
     print(f"{name}: {table.num_rows} rows, {out.stat().st_size / 1e6:.2f} MB")
 
 
+def score(file: Path, spec, engine: str) -> dict:
+    """Add the channel margin to ``file``: with transformers in this process, or on two vLLM replicas
+    (prompt log-probs, prefill only; the driver's way), which on the 2-core machine is the faster."""
+    model = resolve_model(None)
+    if engine == "transformers":
+        return add_channel_margin([file], spec, model)
+    from sungen_ray.generation.engine_pool import EnginePool
+    from sungen_ray.generation.engines import EngineOptions
+    from sungen_ray.parallel.ray_runtime import ensure_ray
+
+    ensure_ray()
+    engines = EnginePool().use("vllm", EngineOptions(model=model, decoding=spec.decoding, replicas=2))
+    try:
+        return add_channel_margin([file], spec, model, engines=engines)
+    finally:
+        engines.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", nargs="?", help="the pools generate_bank.sh wrote")
@@ -90,15 +117,19 @@ def main() -> None:
         action="store_true",
         help="commit the pools without scoring them (a later run without the flag adds channel_margin)",
     )
+    ap.add_argument("--only", nargs="+", help="pack only these pools of DIR (by bank name)")
+    ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers", help="channel scoring")
     args = ap.parse_args()
+    wanted = (lambda name: name in args.only) if args.only else (lambda name: True)
     path = BANK / "manifest.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     if args.copy:
-        pack(Path(args.copy), args.name or Path(args.copy).name, 0, args.command, manifest, not args.no_channel)
+        name = args.name or Path(args.copy).name
+        pack(Path(args.copy), name, 0, args.command, manifest, not args.no_channel, args.engine)
     else:
         root = Path(args.dir)
         for s in range(1, 6):
-            if (root / f"demo-sst2-1000-s{s}").is_dir():
+            if (root / f"demo-sst2-1000-s{s}").is_dir() and wanted(f"demo-sst2-1000-s{s}"):
                 pack(
                     root / f"demo-sst2-1000-s{s}",
                     f"demo-sst2-1000-s{s}",
@@ -106,11 +137,13 @@ def main() -> None:
                     DEMO_CMD.format(seed=s),
                     manifest,
                     not args.no_channel,
+                    args.engine,
                 )
         for task, n in (("sst2", 20000), ("agnews", 10000), ("dbpedia", 7000), ("imdb", 6000)):
             src = root / f"{task}-{n}"
-            if (src / "manifest.json").is_file() and list(src.glob("data/*.parquet")):
-                pack(src, f"{task}-{n}", 0, GEN_CMD.format(task=task, n=n), manifest, not args.no_channel)
+            if (src / "manifest.json").is_file() and list(src.glob("data/*.parquet")) and wanted(f"{task}-{n}"):
+                command = GEN_CMD.format(task=task, n=n)
+                pack(src, f"{task}-{n}", 0, command, manifest, not args.no_channel, args.engine)
     path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
 
 
