@@ -41,7 +41,7 @@ from bank import DEFAULT_POOL, bank_pool, default_gold
 
 from sungen_ray.config import config_hash, from_dict
 from sungen_ray.curate.baselines import tam_probabilities
-from sungen_ray.curate.selection import SelectConfig, select
+from sungen_ray.curate.selection import SelectConfig, select, training_weights
 from sungen_ray.curate.weights import read_weights
 from sungen_ray.data.atomic import read_json
 from sungen_ray.data.labelled import read_labelled
@@ -51,8 +51,9 @@ from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import load_task
 
-TOP70 = {"mode": "per_label_top", "fraction": 0.7}
-TOP50 = {"mode": "per_label_top", "fraction": 0.5}
+# unweighted fits, as when these rows were measured (the shipped selection now trains weighted)
+TOP70 = {"mode": "per_label_top", "fraction": 0.7, "weighted": False}
+TOP50 = {"mode": "per_label_top", "fraction": 0.5, "weighted": False}
 REFERENCE = {"stop_patience": 0, "outer_iters": 100, "center": "none", "outer_balance": False}
 # row -> (reweighting overrides, selection)
 ROWS: dict[str, tuple[dict, dict]] = {
@@ -65,8 +66,8 @@ ROWS: dict[str, tuple[dict, dict]] = {
     "tau_per_label": ({"tau_per_label": True}, TOP70),
     "fixed_inner_order": ({"fixed_inner_order": True}, TOP70),
     "top50": ({}, TOP50),
-    "top90": ({}, {"mode": "per_label_top", "fraction": 0.9}),
-    "threshold05": ({}, {"mode": "threshold", "threshold": 0.5}),
+    "top90": ({}, {"mode": "per_label_top", "fraction": 0.9, "weighted": False}),
+    "threshold05": ({}, {"mode": "threshold", "threshold": 0.5, "weighted": False}),
     "weighted_all": ({}, {"mode": "all", "weighted": True}),
     # combinations of the single changes that helped on both tasks (second pass, same pools)
     "center_none_top50": ({"center": "none"}, TOP50),
@@ -166,7 +167,7 @@ def main() -> None:
                 pool.label[rows],
                 spec.label_names,
                 final_cfg,
-                weights[rows] if sel.weighted else None,
+                training_weights(weights, pool.label, keep) if sel.weighted else None,
             )
             scores = final_model.evaluate(trained, args.gold)
             r = {"n": len(rows), "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "iters": iters}

@@ -76,6 +76,12 @@ def main() -> None:
         "--cleanlab", action="store_true", help="add the cleanlab-filtered baseline (pip install -e .[bench])"
     )
     ap.add_argument("--fraction", type=float, default=SelectConfig.fraction, help="(default: the shipped selection's)")
+    ap.add_argument(
+        "--weighted",
+        action=argparse.BooleanOptionalAction,
+        default=SelectConfig.weighted,
+        help="SunGen trains with its kept samples' weights (default: the shipped selection's)",
+    )
     ap.add_argument("--outer-iters", type=int, default=None, help="(default: the shipped ReweightConfig's)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -134,7 +140,7 @@ def main() -> None:
                 / "fits"
                 / (
                     f"seed{seed}-{variant}-rw-{args.tam}-it{args.outer_iters}-keep{args.fraction}"
-                    f"-final-{final_tam}-e{args.epochs}-filter-{filter_tam}.json"
+                    f"-final-{final_tam}-e{args.epochs}-filter-{filter_tam}{'-weighted' if args.weighted else ''}.json"
                 )
             )
             if kept.is_file():
@@ -142,7 +148,7 @@ def main() -> None:
                 print(f"seed {seed} {variant:15s} kept from {kept}")
             else:
                 baselines = [] if variant == "sungen" else [variant]
-                sets = training_sets(table, pool_scores, baselines, False, spec, filter_cfg)
+                sets = training_sets(table, pool_scores, baselines, args.weighted, spec, filter_cfg)
                 if variant not in sets:  # e.g. confidence_plm on a pool without log-probs (said why)
                     continue
                 texts, labels, w, _info = sets[variant]
@@ -169,7 +175,8 @@ def main() -> None:
 
     print(
         f"\n== {args.task}: {len(pool)} SmolLM2 samples, reweighting TAM {args.tam}, final TAM "
-        f"{final_tam}, filters score with {filter_tam}, keep {args.fraction} per label, gold {args.gold}"
+        f"{final_tam}, filters score with {filter_tam}, keep {args.fraction} per label"
+        f"{' (SunGen weighted)' if args.weighted else ''}, gold {args.gold}"
     )
     print("| variant | train size | accuracy | macro-F1 |")
     print("|---|---|---|---|")

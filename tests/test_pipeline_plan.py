@@ -47,11 +47,12 @@ def test_run_finished_before_the_restructuring_is_skipped(tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(BEFORE, out)
     # the recorded run kept 70% per label, reweighted with the settings of the 'paper' era (Adam lr
-    # 0.25 from theta 0, raw alignments), did no channel scoring and trained the MLP head (the
-    # defaults then): with those settings given, nothing is redone
+    # 0.25 from theta 0, raw alignments, one inner epoch), did no channel scoring and trained the
+    # MLP head unweighted (the defaults then): with those settings given, nothing is redone
     sets = ["--set", f"out={out}", "--set", "gold=null", "--set", "select.fraction=0.7"]
     sets += ["--set", "reweight.outer_lr=0.25", "--set", "reweight.theta_init=zero"]
     sets += ["--set", "reweight.valid_source=weights", "--set", "reweight.align_norm=none"]
+    sets += ["--set", "reweight.inner_epochs=1", "--set", "reweight.prior_scale=1.0", "--set", "select.weighted=false"]
     sets += ["--set", "channel.enabled=false", "--set", "final.tam={name: minilm}"]
     sets += ["--set", "baselines=[zerogen, confidence_tam, confidence_plm]"]
     assert pipeline_main(["--config", str(DEMO), *sets, "--describe"]) == 0

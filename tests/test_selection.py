@@ -33,3 +33,34 @@ def test_bad_selection_inputs():
     cfg = SelectConfig(fraction=0)
     with pytest.raises(SungenError, match="fraction"):
         cfg.validate()
+
+
+def test_weighted_training_scales_weights_per_label_so_no_label_trains_as_rarer():
+    """Weights rank samples within a label; a label whose weights sit lower as a block must not
+    weigh less in the fit. With weights constant inside each label, the weighted fit is the
+    unweighted one."""
+    from reweight_data import sentiment_texts
+
+    from sungen_ray.config import from_dict
+    from sungen_ray.curate.curated import curate
+    from sungen_ray.data.labelled import LabelledData
+    from sungen_ray.tam import final as final_model
+
+    texts, labels = sentiment_texts(200)
+    data = LabelledData(np.arange(200), list(texts), np.asarray(labels, np.int64), "test")
+    weights = np.where(labels == 0, 0.2, 0.8)  # label 0's prior sat lower as a block
+    curated = curate(data, weights, SelectConfig(mode="per_label_top", fraction=0.5, weighted=True), 2)
+    kept = curated.data.label
+    for k in (0, 1):
+        assert curated.weights[kept == k].sum() == pytest.approx((kept == k).sum())
+    cfg = from_dict(final_model.FinalConfig, {"tam": {"name": "bow", "buckets": 1 << 12}, "seed": 0, "device": "cpu"})
+    weighted = final_model.fit(curated.data.text, kept, ["neg", "pos"], cfg, curated.weights)
+    plain = final_model.fit(curated.data.text, kept, ["neg", "pos"], cfg)
+    assert np.allclose(weighted.predict(texts), plain.predict(texts), atol=1e-5)
+    # within a label the order still counts: a kept row with twice the weight weighs twice as much
+    ranked = np.where(labels == 0, np.linspace(0.1, 0.3, 200), np.linspace(0.5, 0.9, 200))
+    curated = curate(data, ranked, SelectConfig(mode="per_label_top", fraction=0.5, weighted=True), 2)
+    w, kept = curated.weights, curated.data.label
+    assert np.allclose(
+        w[kept == 0] / w[kept == 0].mean(), ranked[curated.keep][kept == 0] / ranked[curated.keep][kept == 0].mean()
+    )

@@ -23,7 +23,12 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold", type=float, default=SelectConfig.threshold, help="keep weight > threshold (mode threshold)"
     )
-    p.add_argument("--weighted", action="store_true", help="train with the kept samples' weights")
+    p.add_argument(
+        "--weighted",
+        action=argparse.BooleanOptionalAction,
+        default=SelectConfig.weighted,
+        help="train with the kept samples' weights, scaled per label (--no-weighted: uniform)",
+    )
     p.add_argument("--num-labels", type=int, help="number of classes (default: the task's, else from the data)")
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from sungen_ray.curate.selection import SelectConfig, select
+from sungen_ray.curate.selection import SelectConfig, select, training_weights
 from sungen_ray.errors import SungenError
 from sungen_ray.tam import final as final_model
 from sungen_ray.tasks.spec import TaskSpec
@@ -108,7 +108,11 @@ def training_sets(
         info["label_shares"] = {n: float(x) for n, x in zip(spec.label_names, shares)}
         return [texts[i] for i in rows], labels[rows], None if weights is None else weights[rows], info
 
-    sets["sungen"] = take(keep, table.weight.to_numpy() if weighted else None, weighted=weighted)
+    scaled = None
+    if weighted:  # the same training weights as `sungen-ray train` (scaled per label)
+        scaled = np.zeros(len(texts))
+        scaled[keep] = training_weights(table.weight.to_numpy(), labels, keep)
+    sets["sungen"] = take(keep, scaled, weighted=weighted)
     if "zerogen" in baselines:
         sets["zerogen"] = take(np.ones(len(texts), dtype=bool))
     if "confidence_tam" in baselines:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sungen_ray.curate.selection import SelectConfig, label_shares, select
+from sungen_ray.curate.selection import SelectConfig, label_shares, select, training_weights
 from sungen_ray.data.labelled import LabelledData, read_table
 
 
@@ -15,7 +15,7 @@ from sungen_ray.data.labelled import LabelledData, read_table
 class Curated:
     data: LabelledData  # the kept rows
     keep: np.ndarray  # boolean mask over the pool's rows
-    weights: np.ndarray | None  # their weights when training weighted, else None
+    weights: np.ndarray | None  # their training weights (scaled per label) when training weighted, else None
     shares: dict  # label -> pool/kept/share
 
 
@@ -36,6 +36,6 @@ def curate(data: LabelledData, weights: np.ndarray, cfg: SelectConfig, num_label
     return Curated(
         data=data.subset(rows),
         keep=keep,
-        weights=weights[rows] if cfg.weighted else None,
+        weights=training_weights(weights, data.label, keep) if cfg.weighted else None,
         shares=label_shares(data.label, keep, num_labels),
     )

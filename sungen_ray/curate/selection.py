@@ -24,7 +24,10 @@ class SelectConfig:
     mode: SelectMode = "per_label_top"
     fraction: float = 0.5  # for the top modes; 0.5 chosen by the ablation on sst2 + agnews (README)
     threshold: float = 0.5  # for mode=threshold: keep weight > threshold
-    weighted: bool = False  # train the final TAM with the weights of the kept samples
+    # train the final TAM with the kept samples' weights (scaled per label: ``training_weights``).
+    # On by default: on the sst2 bank pools it lifted SunGen's top half by +0.003 (six 1000-sample
+    # pools) and +0.005 (20k) over an unweighted fit (docs/RESULTS.md, issue 21).
+    weighted: bool = True
 
     def validate(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -57,6 +60,26 @@ def select(weights: np.ndarray, labels: np.ndarray, cfg: SelectConfig) -> np.nda
     if not keep.any():
         raise SungenError(f"selection (mode={cfg.mode}) kept no samples; lower the threshold or raise the fraction")
     return keep
+
+
+def training_weights(weights: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept rows' weights for a weighted fit, scaled to mean 1 within each label.
+
+    Weights rank samples within their label (selection keeps a fraction per label and the
+    reweighting centres its alignments per label), so their level across labels is no evidence;
+    left as they are, a label whose weights sit lower as a block trains as a rarer class (on the
+    sst2 20k pool that cost 0.007 accuracy). Mean 1 keeps an L2 penalty as strong as unweighted.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)[keep]
+    kept_labels = np.asarray(labels)[keep]
+    out = np.ones_like(w)
+    for label in np.unique(kept_labels):
+        rows = kept_labels == label
+        mean = w[rows].mean()
+        if mean > 0:
+            out[rows] = w[rows] / mean
+    return out
 
 
 def _top(weights: np.ndarray, rows: np.ndarray, fraction: float) -> np.ndarray:

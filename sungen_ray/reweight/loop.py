@@ -163,7 +163,7 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
             shard.labels,
             w,
             cfg=cfg.tam,
-            epochs=cfg.inner_epochs,
+            epochs=cfg.epochs_per_inner_run(),
             seed=cfg.seed * 1000 + (0 if cfg.fixed_inner_order else t),
             lr=lr,
             coll=coll,
