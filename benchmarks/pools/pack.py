@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +59,11 @@ def pack(
     out = BANK / name / "pool.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     if channel and "channel_margin" not in table.column_names and ChannelConfig().active(spec.num_labels):
-        tmp = out.with_suffix(".unscored.parquet")
-        pq.write_table(table, tmp)
-        print(score(tmp, spec, engine))
-        table = pq.read_table(tmp)
-        tmp.unlink()
+        with tempfile.TemporaryDirectory() as tmp_dir:  # outside the bank, so never committed half-scored
+            tmp = Path(tmp_dir) / "pool.parquet"
+            pq.write_table(table, tmp)
+            print(score(tmp, spec, engine))
+            table = pq.read_table(tmp)
     table = table.select([c for c in COLUMNS if c in table.column_names])
     pq.write_table(table, out, compression="zstd", compression_level=19)
     labels = table.column("label").to_numpy()
