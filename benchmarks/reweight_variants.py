@@ -74,8 +74,9 @@ def run_pool(name: str, args, overrides: dict) -> dict:
 
     everything = np.ones(len(texts), dtype=bool)
     result = {"pool": name, "tag": args.tag, "cfg": overrides, "n": len(texts), "all": accuracy(everything)}
-    if "channel_margin" in scores:
-        result["channel50"] = accuracy(top(scores["channel_margin"].reindex(idx).to_numpy(), 0.5))
+    margin = scores["channel_margin"].reindex(idx).to_numpy() if "channel_margin" in scores else None
+    if margin is not None:
+        result["channel50"] = accuracy(top(margin, 0.5))
     for seed in args.seeds:
         cfg = from_dict(ReweightConfig, {"seed": seed, **({"tam": {"name": "minilm"}} | overrides)}, "reweight")
         start = time.perf_counter()
@@ -92,6 +93,10 @@ def run_pool(name: str, args, overrides: dict) -> dict:
             "top50_wbal": accuracy(half, training_weights(w, labels, half)),
             "w_all_bal": accuracy(everything, training_weights(w, labels, everything)),
         }
+        if margin is not None:  # per-label scaled, times the label's channel-consistent share (relative)
+            agree = np.array([(margin[labels == k] > 0).mean() for k in range(spec.num_labels)])
+            tilt = (agree / agree.mean())[labels[half]]
+            r["top50_wagree"] = accuracy(half, training_weights(w, labels, half) * tilt)
         result[f"seed{seed}"] = r
         print(name, args.tag, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     return result
