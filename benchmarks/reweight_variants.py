@@ -65,8 +65,7 @@ def run_pool(name: str, args, overrides: dict) -> dict:
 
     def accuracy(keep: np.ndarray, weights: np.ndarray | None = None) -> float:
         rows = np.flatnonzero(keep)
-        w = None if weights is None else weights
-        trained = final_model.fit([texts[i] for i in rows], labels[rows], spec.label_names, final_cfg, w)
+        trained = final_model.fit([texts[i] for i in rows], labels[rows], spec.label_names, final_cfg, weights)
         return final_model.evaluate(trained, gold)["accuracy"]
 
     def top(score: np.ndarray, fraction: float) -> np.ndarray:
@@ -77,6 +76,9 @@ def run_pool(name: str, args, overrides: dict) -> dict:
     margin = scores["channel_margin"].reindex(idx).to_numpy() if "channel_margin" in scores else None
     if margin is not None:
         result["channel50"] = accuracy(top(margin, 0.5))
+        # each label's channel-consistent share, relative to the mean: a pool property, for top50_wagree
+        agree = np.array([(margin[labels == k] > 0).mean() for k in range(spec.num_labels)])
+        label_tilt = agree / agree.mean()
     for seed in args.seeds:
         cfg = from_dict(ReweightConfig, {"seed": seed, **({"tam": {"name": "minilm"}} | overrides)}, "reweight")
         start = time.perf_counter()
@@ -93,10 +95,8 @@ def run_pool(name: str, args, overrides: dict) -> dict:
             "top50_wbal": accuracy(half, training_weights(w, labels, half)),
             "w_all_bal": accuracy(everything, training_weights(w, labels, everything)),
         }
-        if margin is not None:  # per-label scaled, times the label's channel-consistent share (relative)
-            agree = np.array([(margin[labels == k] > 0).mean() for k in range(spec.num_labels)])
-            tilt = (agree / agree.mean())[labels[half]]
-            r["top50_wagree"] = accuracy(half, training_weights(w, labels, half) * tilt)
+        if margin is not None:  # per-label scaled, times the label's relative channel-consistent share
+            r["top50_wagree"] = accuracy(half, training_weights(w, labels, half) * label_tilt[labels[half]])
         result[f"seed{seed}"] = r
         print(name, args.tag, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     return result
