@@ -8,7 +8,9 @@ weights, (c) on the clean rows only (oracle), on a held-out split with true labe
 
 The loop runs with the user's defaults (``ReweightConfig``), so its stopping rule decides when it
 ends; (b) keeps the top ``--keep`` fraction within each label (``selection.select``, mode
-``per_label_top``, as the product does) and is also reported as training with the weights.
+``per_label_top``, as the product does), trained uniformly and, as ``select.weighted`` ships, with
+the kept rows' weights scaled to mean 1 per label (``b_top_weighted``); ``b_weighted`` trains every
+row with the weights as they are.
 
 A peer, side by side (``--cleanlab``, needs ``pip install -e .[bench]``): cleanlab's label-quality
 scores from cross-validated probabilities of the same TAM (``--cv-folds`` folds, each fit like the
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from sungen_ray.config import from_dict
-from sungen_ray.curate.selection import SelectConfig, select
+from sungen_ray.curate.selection import SelectConfig, select, training_weights
 from sungen_ray.data.labelled import read_labelled
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.loop import Shard, run
@@ -179,6 +181,8 @@ def run_seed(args, gold, num_labels: int, seed: int) -> dict:
         keep_mask = select(theta, noisy_y, SelectConfig(mode="per_label_top", fraction=args.keep))
         keep = torch.from_numpy(np.flatnonzero(keep_mask))
         acc_top = fit(train_x.subset(keep), ny[keep])
+        shipped = training_weights(torch.sigmoid(state["theta"]).numpy(), noisy_y, keep_mask)
+        acc_top_w = fit(train_x.subset(keep), ny[keep], torch.from_numpy(shipped).float())
         acc_w = fit(train_x, ny, torch.sigmoid(state["theta"]))
         gap = acc_c - acc_a
         closed = (acc_top - acc_a) / gap if gap > 0 else float("nan")
@@ -188,7 +192,7 @@ def run_seed(args, gold, num_labels: int, seed: int) -> dict:
         print(
             f"  outer {loss}: {len(hist)} iters ({end}; {secs / max(len(hist), 1):.2f} s/iter) AUC {auc:.4f} "
             f"(best {max(aucs):.4f} @ {int(np.argmax(aucs)) + 1}) | (b) per-label top {args.keep:.0%}: {acc_top:.4f} "
-            f"weighted: {acc_w:.4f} | gap closed {closed:.2f} (top) {closed_w:.2f} (weighted)"
+            f"(weighted per label: {acc_top_w:.4f}) | all rows weighted: {acc_w:.4f} | gap closed {closed:.2f} (top) {closed_w:.2f} (weighted)"
         )
         print(f"    AUC by iteration: {curve}")
         print(f"    flipped share: pool {flipped.mean():.3f}, kept {flipped[keep_mask].mean():.3f}")
@@ -197,6 +201,7 @@ def run_seed(args, gold, num_labels: int, seed: int) -> dict:
                 f"{loss}_iters": len(hist),
                 f"{loss}_auc": auc,
                 f"{loss}_b_top": acc_top,
+                f"{loss}_b_top_weighted": acc_top_w,
                 f"{loss}_b_weighted": acc_w,
                 f"{loss}_closed_top": closed,
                 f"{loss}_closed_w": closed_w,

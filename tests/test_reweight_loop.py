@@ -114,3 +114,23 @@ def test_inner_order_changes_per_iteration_unless_fixed(monkeypatch, fixed):
     run(shard, cfg)
     assert len(seeds) == 3
     assert (len(set(seeds)) == 1) == fixed
+
+
+def test_alignment_norm_follows_the_tam_unless_set(monkeypatch):
+    """The error-norm division is the frozen-MiniLM head's default only: on the bow TAM it shrank
+    the one-class Subj flips' alignments with their large errors (AUC 0.936 -> 0.887)."""
+    import dataclasses
+
+    from sungen_ray.reweight import loop
+
+    calls = []
+    real = loop.error_norms
+    monkeypatch.setattr(loop, "error_norms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shard, _, cfg = _shard(n=200, iters=1)
+    assert cfg.tam.name == "bow" and cfg.align_norm is None
+    run(shard, cfg)
+    assert calls == [], "bow's default divides nothing"
+    run(shard, dataclasses.replace(cfg, align_norm="error"))
+    assert calls == [1], "an explicit align_norm wins"
+    assert from_dict(ReweightConfig, {"tam": {"name": "minilm"}}).alignment_norm() == "error"
+    assert from_dict(ReweightConfig, {"tam": {"name": "minilm"}, "align_norm": "none"}).alignment_norm() == "none"

@@ -39,6 +39,8 @@ def apply_preset(data: dict, where: str = "reweight") -> dict:
 
 # the inner problem's epochs per TAM where ``inner_epochs`` is unset (see there)
 INNER_EPOCHS: dict[str, int] = {"minilm": 3}
+# the alignment normalisation per TAM where ``align_norm`` is unset (see there); others "none"
+ALIGN_NORM: dict[str, str] = {"minilm": "error"}
 
 
 @dataclass
@@ -64,11 +66,14 @@ class ReweightConfig:
     # uses, are sharper (1 measured 0.7508 on the six small sst2 pools' top half, 3: 0.7572)
     prior_scale: float = 3.0
     valid_source: Literal["weights", "prior"] = "prior"
-    # Divide a_i by the sample's error norm |p_i - onehot(y_i)|, so it measures whether the sample's
-    # gradient points the outer loss's way, not also how much it still has to teach: with the raw
-    # dot product the clean samples the TAM already fits have a_i ~ 0, fall below their label's mean
-    # after centring and lose weight (the demo pool's lowest weights were clear on-label reviews).
-    align_norm: Literal["none", "error"] = "error"
+    # "error" divides a_i by the sample's error norm |p_i - onehot(y_i)|, so it measures whether the
+    # sample's gradient points the outer loss's way, not also how much it still has to teach: with
+    # the raw dot product the clean samples the TAM already fits have a_i ~ 0, fall below their
+    # label's mean after centring and lose weight (the demo pool's lowest weights were clear
+    # on-label reviews). None: the TAM's own (ALIGN_NORM): "error" for frozen MiniLM, where it was
+    # measured on generated pools; "none" for bow and lstm, where the division shrinks the flipped
+    # rows' large errors and cost the one-class Subj AUC 0.049 (docs/RESULTS.md).
+    align_norm: Literal["none", "error"] | None = None
     rce_smoothing: float = 10.0  # A: log 0 of the one-hot target becomes -A
     # label-balanced outer loss (every label's outer rows weigh the same). With labels flipped from
     # one class the noisy label counts are unbalanced; a plain mean then makes g mostly "predict the
@@ -110,6 +115,9 @@ class ReweightConfig:
 
     def epochs_per_inner_run(self) -> int:
         return self.inner_epochs if self.inner_epochs is not None else INNER_EPOCHS.get(self.tam.name, 1)
+
+    def alignment_norm(self) -> str:
+        return self.align_norm if self.align_norm is not None else ALIGN_NORM.get(self.tam.name, "none")
 
     def validate(self) -> None:
         validate_device_name(self.device)

@@ -217,7 +217,7 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
         fd_max_move=cfg.fd_max_move,
         lookahead_lr=lr,
     )
-    if cfg.align_norm == "error":
+    if cfg.alignment_norm() == "error":
         a = a / error_norms(model, shard.data, shard.labels, cfg.eval_batch_size).clamp(min=1e-6)
     seconds["hypergrad"] = time.perf_counter() - clock
 
