@@ -181,9 +181,10 @@ def run_seed(args, gold, num_labels: int, seed: int) -> dict:
         keep_mask = select(theta, noisy_y, SelectConfig(mode="per_label_top", fraction=args.keep))
         keep = torch.from_numpy(np.flatnonzero(keep_mask))
         acc_top = fit(train_x.subset(keep), ny[keep])
-        shipped = training_weights(torch.sigmoid(state["theta"]).numpy(), noisy_y, keep_mask)
+        weights = torch.sigmoid(state["theta"])
+        shipped = training_weights(weights.numpy(), noisy_y, keep_mask)
         acc_top_w = fit(train_x.subset(keep), ny[keep], torch.from_numpy(shipped).float())
-        acc_w = fit(train_x, ny, torch.sigmoid(state["theta"]))
+        acc_w = fit(train_x, ny, weights)
         gap = acc_c - acc_a
         closed = (acc_top - acc_a) / gap if gap > 0 else float("nan")
         closed_w = (acc_w - acc_a) / gap if gap > 0 else float("nan")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -119,8 +121,6 @@ def test_inner_order_changes_per_iteration_unless_fixed(monkeypatch, fixed):
 def test_alignment_norm_follows_the_tam_unless_set(monkeypatch):
     """The error-norm division is the frozen-MiniLM head's default only: on the bow TAM it shrank
     the one-class Subj flips' alignments with their large errors (AUC 0.936 -> 0.887)."""
-    import dataclasses
-
     from sungen_ray.reweight import loop
 
     calls = []
