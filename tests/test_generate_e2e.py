@@ -114,6 +114,44 @@ def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, 
     assert pq.read_table(out / "data").num_rows == 24
 
 
+def _end_a_stream_mid_flight(engines, spec_dict: dict) -> None:
+    """A stream ended while a replica decodes its rows: the rows in flight come back aborted, later
+    calls are answered at once, and the replica lives on. vLLM's engine client is one ZeroMQ socket,
+    not thread-safe, and ``end_stream`` runs in the replica's control group (its own thread): an
+    abort sent from there while ``generate`` submitted killed a demo replica inside libzmq
+    (router.cpp: !_current_out). Every engine call must come from one thread."""
+    import time
+
+    import numpy as np
+    import ray
+
+    from sungen_ray.generation.engine_pool import ABORTED
+    from sungen_ray.tasks.spec import Decoding
+
+    decoding = Decoding(**{**spec_dict["decoding"], "max_new_tokens": 64, "min_new_tokens": 64, "stop": []})
+    replica = engines.replicas[0]
+
+    def batch(first: int, n: int) -> dict:
+        return {
+            "row_id": np.arange(first, first + n),
+            "label": np.zeros(n, dtype=np.int64),
+            "label_name": np.array(["negative"] * n, dtype=object),
+            "prompt": np.array(
+                [f'Write review {i} of a movie you hated: "' for i in range(first, first + n)], dtype=object
+            ),
+        }
+
+    busy = replica.generate.remote(batch(0, 32), "mid-flight", decoding, 0)
+    time.sleep(1.0)  # the engine is up (two rounds ran on it), so its 32 rows are decoding now
+    engines.end_stream("mid-flight")
+    later = replica.generate.remote(batch(32, 4), "mid-flight", decoding, 0)
+    first, second = ray.get([busy, later], timeout=300)
+    assert (second["error"] == ABORTED).all(), second["error"]
+    assert (first["error"] == ABORTED).sum() > 0, "no row was in flight when the stream ended"
+    assert set(first["engine"]) | set(second["engine"]) == {first["engine"][0]}, "the replica was restarted"
+    assert ray.get(replica.threads_used.remote()) == 1, "the engine was called from more than one thread"
+
+
 def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, default_model, tmp_path):
     # The driver keeps one set of replicas for the whole run: the condition stage and two rounds
     # (two generate calls) must run on the replicas started once, counted by Ray, and the second
@@ -151,6 +189,7 @@ def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, 
         assert [m["engine_starts"] for m in manifests] == [2, 0] and all(m["conditions"] for m in manifests)
         # the condition stage of each call ran first, so no main stream waited for an engine start
         assert all(m["time_to_first_row"]["engines_start_s"] < 5.0 for m in manifests), manifests
+        _end_a_stream_mid_flight(engines, spec_dict)
     finally:
         engines.shutdown()
     alive = [a for a in started if actors()[a]["State"] == "ALIVE"]

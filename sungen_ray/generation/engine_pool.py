@@ -57,12 +57,28 @@ class VLLMReplica:
         self.ended: set[str] = set()
         self.requests: dict[str, set[str]] = {}
         self.ids = itertools.count()
+        # vLLM's client talks to its engine core over one ZeroMQ socket, which is not thread-safe:
+        # every engine call runs on the loop of the first one (Ray gives the control group its own
+        # thread and loop). An abort sent from the control thread while generate was submitting
+        # killed the replica in libzmq (router.cpp: !_current_out).
+        self.loop = None
+        self.engine_threads: set[int] = set()
+
+    def _engine_loop(self):
+        import asyncio
+        import threading
+
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self.engine_threads.add(threading.get_ident())
+        return self.loop
 
     async def generate(self, batch: dict, stream: str, decoding: Decoding, seed: int) -> dict[str, np.ndarray]:
         import asyncio
 
         if stream in self.ended:
             return result_columns(batch, ABORTED, self.engine_id)
+        self._engine_loop()
         rows = list(zip(map(int, batch["row_id"]), map(str, batch["prompt"])))
         outs = await asyncio.gather(*(self._one(stream, prompt, decoding, seed, row_id) for row_id, prompt in rows))
         if self.engine.errored:  # a dead engine core: exit, so Ray restarts the replica and re-sends the call
@@ -76,6 +92,8 @@ class VLLMReplica:
     async def _one(self, stream: str, prompt: str, decoding: Decoding, seed: int, row_id: int):
         import vllm
 
+        if stream in self.ended:  # ended while this batch's earlier rows were being submitted
+            return "", 0, float("nan"), ABORTED, time.time(), time.time()
         request_id = f"{stream}-{row_id}-{next(self.ids)}"
         self.requests.setdefault(stream, set()).add(request_id)
         t_submit = time.time()
@@ -111,6 +129,8 @@ class VLLMReplica:
             output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
         )
 
+        self._engine_loop()
+
         async def one(ids: list[int], start: int) -> float:
             final = None
             async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"score-{next(self.ids)}"):
@@ -121,15 +141,40 @@ class VLLMReplica:
         return list(await asyncio.gather(*(one(ids, start) for ids, start in zip(seqs, starts))))
 
     async def end_stream(self, stream: str) -> int:
-        """Abort what ``stream`` still has in this engine, and answer its later calls at once."""
+        """Abort what ``stream`` still has in this engine, and answer its later calls at once.
+        Called in the control group (its own thread), so the abort is handed to the engine's loop."""
+        import asyncio
+
         self.ended.add(stream)
+        if self.loop is None:  # no request ever reached this engine
+            return 0
+        if asyncio.get_running_loop() is self.loop:
+            return await self._abort(stream)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._abort(stream), self.loop))
+
+    async def _abort(self, stream: str) -> int:
+        self._engine_loop()
         pending = list(self.requests.pop(stream, ()))
         if pending:
             await self.engine.abort(pending)
         return len(pending)
 
-    def shutdown(self) -> None:
-        self.engine.shutdown()  # vLLM's engine-core process, which Ray does not track
+    def threads_used(self) -> int:
+        """How many threads have called into the engine (must stay 1: see ``__init__``)."""
+        return len(self.engine_threads)
+
+    async def shutdown(self) -> None:
+        """Stop vLLM's engine-core process (which Ray does not track), on the engine's loop: from
+        the control thread it left the loop's output handler reading a closed socket."""
+        import asyncio
+
+        async def stop() -> None:
+            self.engine.shutdown()
+
+        if self.loop is None or asyncio.get_running_loop() is self.loop:
+            self.engine.shutdown()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop(), self.loop))
 
 
 class TransformersReplica:
