@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from tests.test_pipeline_driver import REPO, driver_command
+from tests.test_pipeline_driver import REPO, SHORT_SST2, driver_command
 
 THREE_ROUNDS = [
+    f"task={SHORT_SST2}",
     "rounds=[{num_samples: 12}, {num_samples: 10}, {num_samples: 8}]",
     "generation.engine=transformers",
     "generation.batch_size=16",

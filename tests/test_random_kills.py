@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_pipeline_driver import REPO, driver_command
+from tests.test_pipeline_driver import REPO, SHORT_SST2, driver_command
 
 RUN = [
+    f"task={SHORT_SST2}",
     "rounds=[{num_samples: 16}, {num_samples: 12}]",
     "generation.engine=transformers",
     "generation.replicas=2",  # rows come back in prompt order whichever replica ran them
