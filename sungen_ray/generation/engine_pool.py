@@ -143,14 +143,18 @@ class VLLMReplica:
     async def end_stream(self, stream: str) -> int:
         """Abort what ``stream`` still has in this engine, and answer its later calls at once.
         Called in the control group (its own thread), so the abort is handed to the engine's loop."""
-        import asyncio
-
         self.ended.add(stream)
         if self.loop is None:  # no request ever reached this engine
             return 0
+        return await self._on_engine_loop(self._abort(stream))
+
+    async def _on_engine_loop(self, coro):
+        """Await ``coro`` on the engine's loop, from whichever loop this call runs on."""
+        import asyncio
+
         if asyncio.get_running_loop() is self.loop:
-            return await self._abort(stream)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._abort(stream), self.loop))
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     async def _abort(self, stream: str) -> int:
         self._engine_loop()
@@ -166,15 +170,14 @@ class VLLMReplica:
     async def shutdown(self) -> None:
         """Stop vLLM's engine-core process (which Ray does not track), on the engine's loop: from
         the control thread it left the loop's output handler reading a closed socket."""
-        import asyncio
 
         async def stop() -> None:
             self.engine.shutdown()
 
-        if self.loop is None or asyncio.get_running_loop() is self.loop:
+        if self.loop is None:  # no request ever reached this engine
             self.engine.shutdown()
         else:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop(), self.loop))
+            await self._on_engine_loop(stop())
 
 
 class TransformersReplica:
