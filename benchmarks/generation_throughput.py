@@ -22,8 +22,9 @@ import os
 import time
 from collections import Counter
 
+from sungen_ray.generation import top_p
 from sungen_ray.generation.config import GenerateConfig
-from sungen_ray.generation.engines import EngineOptions, sampling_params, scheduler_kwargs
+from sungen_ray.generation.engines import EngineOptions, sampling_params, vllm_engine_kwargs
 from sungen_ray.generation.pipeline import consume, run_engine
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import label_targets, prompt_rows
@@ -46,24 +47,18 @@ def bare_vllm(model: str, spec, rows: list[dict], seed: int, per_row_seed: bool 
     prefill on): the baseline that shows what per-row seeding costs."""
     import os
 
-    # the same engine settings the pipeline's replicas get (engines.vllm_engine_kwargs)
+    # the same engine settings the pipeline's replicas get (engines.vllm_engine_kwargs, and the
+    # top-p mask their environment switches on in vLLM's processes)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    os.environ[top_p.ENV] = "1"
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    engine_batch = scheduler_kwargs(EngineOptions(model=model, decoding=spec.decoding))
+    kwargs = vllm_engine_kwargs(EngineOptions(model=model, decoding=spec.decoding, seed=seed))
     if not per_row_seed:
-        engine_batch.pop("enable_chunked_prefill", None)
-    llm = LLM(
-        model=model,
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=512,
-        enable_prefix_caching=True,
-        seed=seed,
-        **engine_batch,
-    )
+        kwargs.pop("enable_chunked_prefill", None)
+    llm = LLM(model=model, **kwargs)
     start_s = time.perf_counter() - t0
     params = []
     for r in rows:

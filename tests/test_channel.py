@@ -33,7 +33,8 @@ def test_channel_scores_side_with_the_obvious_label(default_model):
 @pytest.mark.slow
 def test_vllm_replicas_score_as_transformers_does(ray_local, default_model):
     # The driver scores on its live vLLM replicas (prompt log-probs): the same sums over the same
-    # text tokens as the in-process transformers scorer, for every label of a 4-label task.
+    # text tokens as the in-process transformers scorer, for every label of a 4-label task (both
+    # in float32, named: a bfloat16 engine keeps ~3 significant digits).
     from sungen_ray.generation.engine_pool import EnginePool
     from sungen_ray.generation.engines import EngineOptions
     from sungen_ray.plm.channel import channel_scores_on_engines
@@ -41,7 +42,9 @@ def test_vllm_replicas_score_as_transformers_does(ray_local, default_model):
     spec = load_task("agnews")
     texts = TEXTS + ["The central bank raised interest rates again as inflation stayed high."] * 3
     reference = channel_scores(texts, spec, default_model, batch_size=4).scores
-    engines = EnginePool().use("vllm", EngineOptions(model=default_model, decoding=spec.decoding, replicas=2))
+    engines = EnginePool().use(
+        "vllm", EngineOptions(model=default_model, decoding=spec.decoding, replicas=2, dtype="float32")
+    )
     try:
         seen: list[int] = []
         on_engines = channel_scores_on_engines(

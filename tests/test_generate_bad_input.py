@@ -75,6 +75,7 @@ def test_out_dir_with_unrelated_files_is_refused(tmp_path):
         ("batch_size", 0, "batch_size"),
         ("max_num_seqs", 0, "max_num_seqs: must be >= 1"),
         ("cpus_per_replica", 0, "cpus_per_replica: must be >= 1"),
+        ("dtype", "fp8", "dtype: must be one of"),
     ],
 )
 def test_bad_generate_config_fields(tmp_path, field, value, message):

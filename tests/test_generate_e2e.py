@@ -44,6 +44,8 @@ def _check_pool(out, spec, n, engine):
     # samples the model wasted
     assert manifest["engine_starts"] == manifest["replicas"] and manifest["attempts"] == 1
     assert manifest["prompts_sent"] <= manifest["max_prompts"]
+    # what the replicas computed in (auto on CPU: float32, see engines.cpu_dtype)
+    assert manifest["engine_dtypes"] == ["float32"]
     assert manifest["in_flight_bound"] > 0
     # the wait for the first row, broken down: its parts add up to the wait the driver saw
     ttfr = manifest["time_to_first_row"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sungen_ray.generation.config import ENGINES
+from sungen_ray.generation.config import DTYPES, ENGINES
 
 # flags whose value is a GenerateConfig field of the same name (argparse's dest)
 FIELDS = (
@@ -18,6 +18,7 @@ FIELDS = (
     "batch_size",
     "cpus_per_replica",
     "max_num_seqs",
+    "dtype",
     "max_prompts_per_sample",
     "round",
     "idx_offset",
@@ -43,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-replica", type=int, default=None, help="CPUs each CPU engine replica reserves (1)")
     parser.add_argument(
         "--max-num-seqs", type=int, default=None, help="sequences an engine decodes at once (default: 256 on CPU)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="vLLM's math dtype (default auto: float32 on CPU, vLLM's on GPU; bfloat16 is faster on AMX CPUs, "
+        "but a row's text then depends on its batch)",
     )
     parser.add_argument(
         "--max-prompts-per-sample",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sungen_ray.generation import top_p
 from sungen_ray.generation.engines import (
     EngineOptions,
     TransformersGenerator,
@@ -53,6 +54,7 @@ class VLLMReplica:
 
         args = vllm.AsyncEngineArgs(model=opts.model, **vllm_engine_kwargs(opts))
         self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
+        self.dtype = str(self.engine.vllm_config.model_config.dtype).removeprefix("torch.")
         self.engine_id = engine_id()
         self.ended: set[str] = set()
         self.requests: dict[str, set[str]] = {}
@@ -167,6 +169,9 @@ class VLLMReplica:
         """How many threads have called into the engine (must stay 1: see ``__init__``)."""
         return len(self.engine_threads)
 
+    def math_dtype(self) -> str:
+        return self.dtype
+
     async def shutdown(self) -> None:
         """Stop vLLM's engine-core process (which Ray does not track), on the engine's loop: from
         the control thread it left the loop's output handler reading a closed socket."""
@@ -195,6 +200,9 @@ class TransformersReplica:
     def end_stream(self, stream: str) -> int:
         self.ended.add(stream)
         return 0
+
+    def math_dtype(self) -> str:
+        return str(self.generator.model.dtype).removeprefix("torch.")
 
     def shutdown(self) -> None:
         pass
@@ -251,6 +259,7 @@ class EnginePool:
             "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
             "OMP_NUM_THREADS": str(opts.cpus_per_replica),  # the engine's math threads = the CPUs reserved
             "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+            top_p.ENV: "1",  # nucleus masks without sorting the vocabulary, in vLLM's worker (top_p.py)
             **engine_log_env(),
         }
         actor = ray.remote(concurrency_groups={CONTROL: 2})(cls).options(  # end_stream while a batch decodes
@@ -336,6 +345,16 @@ class EnginePool:
             ray.get(calls, timeout=60)
         except Exception as exc:  # noqa: BLE001 - a replica lost with its node has nothing left to abort
             print(f"[engines] could not end stream {stream} on every replica: {exc}", flush=True)
+
+    def dtypes(self) -> list[str]:
+        """The dtypes the replicas compute in (``auto`` is resolved on each replica's node)."""
+        import ray
+
+        try:
+            calls = [r.math_dtype.options(concurrency_group=CONTROL).remote() for r in self.replicas]
+            return sorted(set(ray.get(calls, timeout=60)))
+        except Exception:  # noqa: BLE001 - a replica lost with its node: the manifest says unknown
+            return []
 
     def shutdown(self) -> None:
         import ray

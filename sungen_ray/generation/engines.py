@@ -43,6 +43,7 @@ class EngineOptions:
     # throughput). On GPU, None keeps vLLM's own default.
     max_num_seqs: int | None = None
     resources: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources per replica
+    dtype: str = "auto"  # vLLM's math dtype; "auto": float32 on CPU (cpu_dtype), vLLM's own choice on GPU
 
 
 def engine_batch(opts: EngineOptions) -> int:
@@ -87,8 +88,18 @@ def vllm_engine_kwargs(opts: EngineOptions) -> dict[str, Any]:
         **scheduler_kwargs(opts),
     }
     if not opts.use_gpu:
-        kwargs["dtype"] = "float32"  # AVX2 has no bf16 math, so fp32 is the fast dtype (README)
+        kwargs["dtype"] = cpu_dtype(opts.dtype)
+    elif opts.dtype != "auto":
+        kwargs["dtype"] = opts.dtype
     return kwargs
+
+
+def cpu_dtype(dtype: str = "auto") -> str:
+    """``auto`` on CPU is float32. bfloat16 decodes 2.2x faster on CPUs with bf16 math (AMX), but
+    there a row's text depends on the batch it is decoded in (3 of 16 rows changed), which breaks
+    per-row seeding and resumes that end as uninterrupted runs; on AVX2 it is emulated and slower
+    (22 against 80 tok/s). docs/RESULTS.md, "Decoding on CPU"."""
+    return "float32" if dtype == "auto" else dtype
 
 
 def row_seed(seed: int, row_id: int) -> int:

@@ -326,6 +326,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         cpus_per_replica=cpus,
         max_num_seqs=cfg.max_num_seqs,
         resources=dict(cfg.replica_resources or {}),
+        dtype=cfg.dtype,
     )
     t0 = time.perf_counter()
     starts_before = engines.starts
@@ -438,6 +439,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         "attempts": attempt,  # passes over the prompt stream (an interrupted pass that was resumed counts once)
         # replicas this call started (0 when it ran on the driver's, started by an earlier round)
         "engine_starts": engine_starts,
+        "engine_dtypes": engines.dtypes(),  # what dtype: auto became on the replicas' nodes
         "condition_seconds": round(condition_seconds, 2),
         # Rows the engines may still have held when the stream stopped: discarded, never counted.
         # dropped.surplus counts the rows that came back after their label was full.
