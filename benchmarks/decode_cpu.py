@@ -6,6 +6,9 @@ between runs of one engine; runs alternate (ABAB) to cancel drift. Texts are com
 two samplers of one dtype: the mask is meant to be vLLM's, so they should match row for row.
 
     OMP_NUM_THREADS=1 python benchmarks/decode_cpu.py --prompts 256 --repeats 2
+
+``--through-replicas N`` instead times whole ``generate`` calls of N samples on the machine's vLLM
+replicas (engine start included), alternating vLLM's sort and the replicas' mask (ABBA), float32.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--through-replicas", type=int, default=0, metavar="N", help="time generate calls of N samples")
     args = ap.parse_args()
+    if args.through_replicas:
+        through_replicas(args)
+        return
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the sampler runs here, where it is swapped
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -92,6 +99,42 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         a, b = results[(dtype, "sort")][0]["texts"], results[(dtype, "top-k first")][0]["texts"]
         print(f"{dtype}: the two samplers gave the same text for {sum(x == y for x, y in zip(a, b))}/{len(a)} rows")
+
+
+def through_replicas(args) -> None:
+    import json
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from sungen_ray.generation import top_p
+    from sungen_ray.generation.config import GenerateConfig
+    from sungen_ray.generation.pipeline import generate
+
+    switch = top_p.ENV
+    runs: dict[str, list[dict]] = {"sort": [], "top-k first": []}
+    for i in range(2 * args.repeats):
+        name = ("sort", "top-k first", "top-k first", "sort")[i % 4]
+        top_p.ENV = switch if name == "top-k first" else switch + "_OFF"  # the replicas' environment
+        with tempfile.TemporaryDirectory() as out:
+            cfg = GenerateConfig(task=args.task, num_samples=args.through_replicas, out=out, seed=args.seed)
+            m = generate(cfg)
+            digest = hash(tuple(pq.read_table(f"{out}/data").column("text").to_pylist()))
+        runs[name].append({"s": m["seconds"], "tok_s": m["engine_tokens_per_s"], "pool": digest})
+        print(
+            f"[{name}] {m['seconds']:.1f} s whole call, engine {m['engine_tokens_per_s']:.1f} tok/s, "
+            f"first row after {m['startup_seconds']:.1f} s",
+            flush=True,
+        )
+    top_p.ENV = switch
+    mean = {k: sum(r["s"] for r in v) / len(v) for k, v in runs.items()}
+    same = len({r["pool"] for v in runs.values() for r in v}) == 1
+    print(f"\n== generate {args.through_replicas} {args.task} samples, ABBA x{args.repeats}")
+    print(json.dumps({k: [r["s"] for r in v] for k, v in runs.items()}))
+    print(
+        f"mean whole call: sort {mean['sort']:.1f} s, top-k first {mean['top-k first']:.1f} s, "
+        f"ratio {mean['top-k first'] / mean['sort']:.3f}; every run wrote the same pool: {same}"
+    )
 
 
 if __name__ == "__main__":
