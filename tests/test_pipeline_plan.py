@@ -80,3 +80,7 @@ def test_run_finished_before_the_restructuring_is_skipped(tmp_path, capsys):
     assert pipeline_main(["--config", str(DEMO), *sets, "--set", "reweight.tam.sparse=false", "--describe"]) == 0
     plan = _plan_lines(capsys.readouterr().out)
     assert plan["reweight-0"][2] == "redo"
+    # generation.dtype came later too: at auto (float32 on CPU, as then) it resumes, bfloat16 redoes
+    assert pipeline_main(["--config", str(DEMO), *sets, "--set", "generation.dtype=bfloat16", "--describe"]) == 0
+    plan = _plan_lines(capsys.readouterr().out)
+    assert plan["generate-0"][2] == "redo"

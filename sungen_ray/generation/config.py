@@ -129,5 +129,7 @@ class GenerateConfig(EngineSettings):
     def identity(self, spec: TaskSpec) -> dict:
         """What determines the output: a re-run with the same identity may resume or skip."""
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
+        if d["dtype"] == "auto":  # what pools were decoded in before the field: their runs still resume
+            del d["dtype"]
         d["spec"] = dataclasses.asdict(spec)
         return d
