@@ -74,6 +74,17 @@ def test_vllm_finds_the_plugin_and_it_acts_only_in_our_replicas(monkeypatch):
     assert installed == [1]
 
 
+def test_a_vllm_without_the_sampler_keeps_running(monkeypatch, capsys):
+    # vLLM calls its plugins unguarded: a moved sampler must not stop the engine from starting
+    def missing(module=None):
+        raise AttributeError("module has no attribute 'apply_top_k_top_p'")
+
+    monkeypatch.setattr(top_p, "install", missing)
+    monkeypatch.setenv(top_p.ENV, "1")
+    top_p.register()
+    assert "keeping vLLM's own" in capsys.readouterr().err
+
+
 def test_auto_dtype_on_cpu_is_float32():
     assert cpu_dtype("auto") == "float32" and cpu_dtype("bfloat16") == "bfloat16"
 

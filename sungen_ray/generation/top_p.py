@@ -16,6 +16,7 @@ of its processes (the ``vllm.general_plugins`` entry point), so it reaches the m
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,11 @@ def install(module=None) -> bool:
 
 
 def register() -> None:
-    """vLLM's plugin hook: a no-op unless the process was started by one of our replicas."""
-    if os.environ.get(ENV) == "1":
+    """vLLM's plugin hook: a no-op unless the process was started by one of our replicas. vLLM
+    calls it unguarded, so a vLLM whose sampler moved keeps its own sort instead of failing."""
+    if os.environ.get(ENV) != "1":
+        return
+    try:
         install()
+    except (ImportError, AttributeError) as exc:
+        print(f"[sungen-ray] vLLM's top-p sampler not found ({exc}); keeping vLLM's own", file=sys.stderr)
