@@ -29,6 +29,20 @@ EXECUTION_ONLY = (
     "flush_every_s",
     "ordered",
 )
+# Fields added after pools were made, left out of their identity while they hold the value that
+# does what the code did before them, so those runs still resume (a changed value still counts).
+LEFT_OUT_AT_DEFAULT = {"dtype": "auto"}
+
+
+def produced_by(settings: dict) -> dict:
+    """The generation settings that decide what a pool holds: its identity, and the driver's."""
+    return {
+        k: v
+        for k, v in settings.items()
+        if k not in EXECUTION_ONLY and not (k in LEFT_OUT_AT_DEFAULT and v == LEFT_OUT_AT_DEFAULT[k])
+    }
+
+
 # A run's prompt ids (samples x max_prompts_per_sample) must stay below the row-id spacing of a pass.
 MAX_NUM_SAMPLES = 10**8
 
@@ -128,8 +142,6 @@ class GenerateConfig(EngineSettings):
 
     def identity(self, spec: TaskSpec) -> dict:
         """What determines the output: a re-run with the same identity may resume or skip."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
-        if d["dtype"] == "auto":  # what pools were decoded in before the field: their runs still resume
-            del d["dtype"]
+        d = produced_by(dataclasses.asdict(self))
         d["spec"] = dataclasses.asdict(spec)
         return d

@@ -54,7 +54,6 @@ class VLLMReplica:
 
         args = vllm.AsyncEngineArgs(model=opts.model, **vllm_engine_kwargs(opts))
         self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
-        self.dtype = str(self.engine.vllm_config.model_config.dtype).removeprefix("torch.")
         self.engine_id = engine_id()
         self.ended: set[str] = set()
         self.requests: dict[str, set[str]] = {}
@@ -170,7 +169,7 @@ class VLLMReplica:
         return len(self.engine_threads)
 
     def math_dtype(self) -> str:
-        return self.dtype
+        return str(self.engine.vllm_config.model_config.dtype).removeprefix("torch.")
 
     async def shutdown(self) -> None:
         """Stop vLLM's engine-core process (which Ray does not track), on the engine's loop: from

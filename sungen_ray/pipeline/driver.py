@@ -12,7 +12,7 @@ import time
 from sungen_ray.config import identity_dict, to_dict
 from sungen_ray.data import atomic
 from sungen_ray.errors import SungenError
-from sungen_ray.generation.config import EXECUTION_ONLY
+from sungen_ray.generation.config import produced_by
 from sungen_ray.generation.engine_pool import EnginePool
 from sungen_ray.pipeline.config import PipelineConfig
 from sungen_ray.pipeline.final import final_stage
@@ -33,7 +33,7 @@ def plan(cfg: PipelineConfig, spec: TaskSpec, engines=None) -> list[Stage]:
         gen_inputs = base | {
             "round": r,
             "rounds": to_dict(cfg)["rounds"][: r + 1],
-            "generation": _semantic_generation(cfg.generation),
+            "generation": produced_by(to_dict(cfg.generation)),
         }
         gen_inputs["feedback"] = to_dict(cfg.feedback) if r else None
         if cfg.channel.active(spec.num_labels):  # left out when off, so unscored runs keep their hash
@@ -90,13 +90,7 @@ LEFT_OUT_AT_DEFAULT = {
     "valid_source": "weights",
     "align_norm": "none",
     "l2": 1e-2,
-    "dtype": "auto",  # generation: float32 on CPU, vLLM's choice on GPU, as before the field
 }
-
-
-def _semantic_generation(settings) -> dict:
-    d = {k: v for k, v in to_dict(settings).items() if k not in EXECUTION_ONLY}
-    return {k: v for k, v in d.items() if not (k in LEFT_OUT_AT_DEFAULT and v == LEFT_OUT_AT_DEFAULT[k])}
 
 
 def _semantic(cfg) -> dict:
