@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -103,6 +104,8 @@ def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, 
     # Counted by Ray, not by us: one engine actor per replica was created, i.e. the engine started once
     # even though a quarter of the prompts failed and some labels needed more prompts than others.
     assert len(_engine_actors(ray_local) - engines_before) == manifest["replicas"] >= 1
+    # unset, the replicas share the machine's cores: one replica with all of them
+    assert (manifest["replicas"], manifest["cpus_per_replica"]) == (1, os.cpu_count())
     assert manifest["dropped"]["engine_error"] > 0
     assert manifest["engine_error_examples"], "the error text is kept for the user"
     assert all(r["logprob"] < 0 for r in rows), "vLLM reports the mean token log-prob"
@@ -114,6 +117,18 @@ def test_generate_vllm_counts_failed_rows_and_resumes(ray_local, default_model, 
     with pytest.raises(SungenError, match="holds another run"):
         generate(GenerateConfig(task="sst2", num_samples=30, out=str(out), engine="vllm"))
     assert pq.read_table(out / "data").num_rows == 24
+
+
+def _check_in_core_worker(replicas, actor_table) -> None:
+    """Each CPU replica's model worker runs inside vLLM's engine-core process: its default, a third
+    process with the engine core busy-waiting beside it, took CPU from the math threads."""
+    import psutil
+
+    for actor_id in replicas:
+        kids = psutil.Process(actor_table[actor_id]["Pid"]).children(recursive=True)
+        titles = [" ".join(p.cmdline()) for p in kids]
+        assert any("EngineCore" in t for t in titles), titles
+        assert not any("VLLM::Worker" in t for t in titles), titles
 
 
 def _end_a_stream_mid_flight(engines, spec_dict: dict) -> None:
@@ -191,6 +206,7 @@ def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, 
         assert [m["engine_starts"] for m in manifests] == [2, 0] and all(m["conditions"] for m in manifests)
         # the condition stage of each call ran first, so no main stream waited for an engine start
         assert all(m["time_to_first_row"]["engines_start_s"] < 5.0 for m in manifests), manifests
+        _check_in_core_worker(started, actors())
         _end_a_stream_mid_flight(engines, spec_dict)
     finally:
         engines.shutdown()

@@ -37,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--replicas",
         type=int,
         default=None,
-        help="engine replicas (default: one per CPU core, or per GPU, memory permitting)",
+        help="engine replicas (default: one with all CPU cores, or one per GPU)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per engine batch")
-    parser.add_argument("--cpus-per-replica", type=int, default=None, help="CPUs each CPU engine replica reserves (1)")
+    parser.add_argument(
+        "--cpus-per-replica",
+        type=int,
+        default=None,
+        help="CPUs each CPU engine replica reserves (default: the cores over the replicas)",
+    )
     parser.add_argument(
         "--max-num-seqs", type=int, default=None, help="sequences an engine decodes at once (default: 256 on CPU)"
     )

@@ -58,7 +58,7 @@ class EngineSettings:
     # The run fails (clearly, with its rows staged) once this many prompts per requested sample were
     # consumed without filling every label; the prompt stream is this long.
     max_prompts_per_sample: float = 4.0
-    cpus_per_replica: int | None = None  # None: 1 per CPU replica
+    cpus_per_replica: int | None = None  # None: the machine's cores over its replicas (ray_runtime)
     # Custom Ray resources each engine replica asks for (e.g. {"vllm_node": 1}): pins replicas to the
     # nodes that advertise them.
     replica_resources: dict[str, float] | None = None

@@ -261,6 +261,12 @@ class EnginePool:
             top_p.ENV: "1",  # nucleus masks without sorting the vocabulary, in vLLM's worker (top_p.py)
             **engine_log_env(),
         }
+        if not opts.use_gpu and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind":
+            # The model worker inside vLLM's engine-core process (uniproc executor): vLLM's CPU
+            # default puts it in a third process beside a core that busy-waits on it, which took
+            # CPU from the math threads (0.81 of the wall time without it, docs/RESULTS.md).
+            # vLLM refuses it only for thread binding, which needs the worker's own process.
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         actor = ray.remote(concurrency_groups={CONTROL: 2})(cls).options(  # end_stream while a batch decodes
             num_cpus=0 if opts.use_gpu else opts.cpus_per_replica,
             num_gpus=1 if opts.use_gpu else 0,

@@ -287,7 +287,13 @@ def generate(cfg: GenerateConfig, existing_texts: set[str] | None = None, engine
 
 
 def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: EnginePool) -> dict:
-    from sungen_ray.parallel.ray_runtime import cluster_has_gpus, cluster_replicas, ensure_ray, machine_replicas
+    from sungen_ray.parallel.ray_runtime import (
+        cluster_has_gpus,
+        cluster_replicas,
+        default_cpus_per_replica,
+        ensure_ray,
+        machine_replicas,
+    )
     from sungen_ray.plm.identity import model_identity
     from sungen_ray.plm.prepare import resolve_model
 
@@ -308,7 +314,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
     except OSError as exc:  # read-only mount, no permission, missing parent on a read-only fs
         raise SungenError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 
-    cpus = cfg.cpus_per_replica or 1
+    cpus = cfg.cpus_per_replica or default_cpus_per_replica(cfg.engine, cfg.replicas)
     replicas = cfg.replicas or machine_replicas(cpus)
     t_ray = time.perf_counter()
     ensure_ray(min_cpus=replicas * cpus + 2)

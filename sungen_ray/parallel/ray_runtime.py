@@ -123,9 +123,20 @@ def cluster_has_gpus() -> bool:
 GIB_PER_CPU_REPLICA = 4.0
 
 
+def default_cpus_per_replica(engine: str, replicas: int | None) -> int:
+    """Cores (math threads) per CPU engine replica when the user set none. vLLM on our own machine:
+    its cores shared among the replicas, all of them in one when the count is unset too (with the
+    replicas' top-p mask and in-core worker, one 2-CPU replica beat two 1-CPU ones on the 2-core
+    machine, docs/RESULTS.md). 1 on a cluster we joined, whose nodes are not this machine, and for
+    the transformers fallback, which decodes one batch at a time per replica."""
+    if engine != "vllm" or os.environ.get("RAY_ADDRESS"):
+        return 1
+    return max(1, (os.cpu_count() or 1) // (replicas or 1))
+
+
 def machine_replicas(cpus_per_replica: int) -> int:
     """CPU engine replicas this machine can run: one per ``cpus_per_replica`` cores, as many as its
-    memory holds. On the 2-core machine two 1-CPU replicas beat one 2-CPU replica (README)."""
+    memory holds."""
     cores = os.cpu_count() or 1
     try:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
