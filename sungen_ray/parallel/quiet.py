@@ -37,6 +37,10 @@ BENIGN: list[tuple[str, str]] = [
         "a replica's engine core that outlived its 5 s grace at the end of the run; stopped either way",
     ),
     ("No cloud storage mirror configured", "the model is local"),
+    (
+        "The global random seed is set to",
+        "the CPU replicas' in-core worker seeds its engine-core process; rows have their own seeds",
+    ),
     ("Token authentication is enabled for this Ray cluster", "the private local cluster's default"),
 ]
 _PATTERN = re.compile("|".join(re.escape(start) for start, _ in BENIGN))
