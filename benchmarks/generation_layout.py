@@ -8,6 +8,11 @@ to the first output (engine start-up), engine tokens/s, kept samples/s over the 
 sent and duplicates dropped, then each layout's mean and the ratio to the first layout.
 
     python benchmarks/generation_layout.py --layouts 2x1 1x2 --samples 500 --repeats 1
+
+A layout ``RxC+proc`` runs vLLM's model worker in its own process (vLLM's CPU default) instead of
+inside the engine core:
+
+    python benchmarks/generation_layout.py --layouts 1x2+proc 1x2 --samples 500 --rounds 1 --repeats 2
 """
 
 from __future__ import annotations
@@ -21,11 +26,17 @@ from pathlib import Path
 
 
 def run_layout(layout: str, samples: int, rounds: int, root: str) -> list[dict]:
+    import os
+
     from sungen_ray.data.labelled import read_labelled
     from sungen_ray.generation.config import GenerateConfig
+    from sungen_ray.generation.engine_pool import WORKER_PROCESS_ENV
     from sungen_ray.generation.pipeline import generate
 
-    replicas, cpus = (int(x) for x in layout.split("x"))
+    shape, _, where = layout.partition("+")
+    if where == "proc":  # vLLM's own CPU layout: the model worker in a process of its own
+        os.environ[WORKER_PROCESS_ENV] = "1"
+    replicas, cpus = (int(x) for x in shape.split("x"))
     seen: set[str] = set()
     out = []
     for r in range(rounds):
@@ -60,7 +71,7 @@ def run_layout(layout: str, samples: int, rounds: int, root: str) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layouts", nargs="+", default=["2x1", "1x2"], help="REPLICASxCPUS each")
+    ap.add_argument("--layouts", nargs="+", default=["2x1", "1x2"], help="REPLICASxCPUS each, +proc: worker process")
     ap.add_argument("--samples", type=int, default=500, help="samples per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
