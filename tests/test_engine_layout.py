@@ -10,13 +10,10 @@ from sungen_ray.parallel.ray_runtime import default_cpus_per_replica
 
 def test_the_model_worker_runs_in_the_engine_core_unless_threads_are_bound_or_vllms_layout_is_asked(monkeypatch):
     monkeypatch.delenv(WORKER_PROCESS_ENV, raising=False)
-    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
-    assert in_core_worker()
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # binding needs the worker's own process
-    assert not in_core_worker()
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    assert in_core_worker("nobind")
+    assert not in_core_worker("0-1")  # binding needs the worker's own process
     monkeypatch.setenv(WORKER_PROCESS_ENV, "1")
-    assert not in_core_worker()
+    assert not in_core_worker("nobind")
 
 
 def test_cores_are_shared_among_the_replicas_of_this_machine_only(monkeypatch):

@@ -49,14 +49,14 @@ ABORTED = "aborted: the stream this batch belonged to had ended"
 WORKER_PROCESS_ENV = "SUNGEN_RAY_VLLM_WORKER_PROCESS"
 
 
-def in_core_worker() -> bool:
+def in_core_worker(thread_binding: str) -> bool:
     """Whether CPU replicas run vLLM's model worker inside its engine-core process (uniproc
     executor). vLLM's CPU default puts the worker in a third process beside an engine core that
     busy-waits on it, which took CPU from the math threads: 0.81 of the wall time without it
-    (docs/RESULTS.md). Not with thread binding (``VLLM_CPU_OMP_THREADS_BIND``), which needs the
-    worker's own process, nor where ``SUNGEN_RAY_VLLM_WORKER_PROCESS=1`` asks for vLLM's layout."""
-    binds = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind") != "nobind"
-    return not binds and os.environ.get(WORKER_PROCESS_ENV) != "1"
+    (docs/RESULTS.md). Not when the replicas bind threads (their ``VLLM_CPU_OMP_THREADS_BIND``),
+    which needs the worker's own process, nor where ``SUNGEN_RAY_VLLM_WORKER_PROCESS=1`` asks for
+    vLLM's layout."""
+    return thread_binding == "nobind" and os.environ.get(WORKER_PROCESS_ENV) != "1"
 
 
 class VLLMReplica:
@@ -274,7 +274,7 @@ class EnginePool:
             top_p.ENV: "1",  # nucleus masks without sorting the vocabulary, in vLLM's worker (top_p.py)
             **engine_log_env(),
         }
-        if not opts.use_gpu and in_core_worker():
+        if not opts.use_gpu and in_core_worker(env["VLLM_CPU_OMP_THREADS_BIND"]):
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         actor = ray.remote(concurrency_groups={CONTROL: 2})(cls).options(  # end_stream while a batch decodes
             num_cpus=0 if opts.use_gpu else opts.cpus_per_replica,
