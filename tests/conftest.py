@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sungen_ray.parallel.ray_runtime import PRIVATE_CLUSTER_SYSTEM_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -19,7 +21,13 @@ def ray_local():
     os.environ.pop("RAY_ADDRESS", None)
     if not ray.is_initialized():
         # address="local": a private cluster even when another one (a `ray start` head) runs here
-        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            logging_level="WARNING",
+            _system_config=PRIVATE_CLUSTER_SYSTEM_CONFIG,  # workers at the driver's priority, as in a run
+        )
     yield ray
     ray.shutdown()
 
@@ -104,4 +112,9 @@ def multinode():
         ray.shutdown()
         cluster.shutdown()
         if had_local:
-            ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+            ray.init(
+                num_cpus=4,
+                include_dashboard=False,
+                logging_level="WARNING",
+                _system_config=PRIVATE_CLUSTER_SYSTEM_CONFIG,
+            )

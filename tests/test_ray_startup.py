@@ -56,3 +56,26 @@ def test_local_ray_that_cannot_start_is_a_clear_error(tmp_path):
     assert str(ray_tmp) in error and "raylet.out" in error, error  # where the cause is logged
     assert "RAY_ADDRESS" in error, error  # the way around it: join a Ray started once by hand
     assert not (out / "weights.parquet").exists()
+
+
+def test_private_cluster_runs_its_workers_at_the_drivers_priority():
+    """Ray starts worker processes at nice 15 so its daemons stay responsive on a busy node. On the
+    private cluster those workers are the engine replicas (and Ray Train workers), which then lost
+    their cores to the driver and Ray's own processes (nice 0) whenever those woke (docs/RESULTS.md)."""
+    code = (
+        "import os, ray\n"
+        "from sungen_ray.parallel.ray_runtime import ensure_ray\n"
+        "ensure_ray(min_cpus=2)\n"
+        "print('niceness', os.nice(0), ray.get(ray.remote(lambda: os.nice(0)).remote()))\n"
+    )
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=str(REPO), RAY_TMPDIR=str(ray_tmp))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("niceness "))
+    driver, worker = map(int, line.split()[1:])
+    assert worker == driver, f"workers run at nice {worker}, the driver at {driver}"

@@ -58,6 +58,13 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
+# Ray starts its worker processes at nice 15 so that its daemons stay responsive on a busy node. On
+# our private cluster the workers are the engine replicas and Ray Train workers, the CPU-heavy part,
+# and at nice 15 they lost their cores to the driver and Ray's own processes (nice 0) each time one
+# woke; with OpenMP threads that wait for each other, one preempted thread stalls the step.
+PRIVATE_CLUSTER_SYSTEM_CONFIG = {"worker_niceness": 0}
+
+
 def ensure_ray(min_cpus: int = 4) -> None:
     import ray
 
@@ -82,6 +89,7 @@ def ensure_ray(min_cpus: int = 4) -> None:
                 logging_config=logging_config,
                 log_to_driver=True,
                 runtime_env={"worker_process_setup_hook": "sungen_ray.parallel.quiet.setup_worker"},
+                _system_config=PRIVATE_CLUSTER_SYSTEM_CONFIG,
             )
         except Exception as exc:  # Ray raises a bare Exception when its node fails to start
             if "timed out during startup" not in str(exc):
