@@ -205,8 +205,11 @@ def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, 
         assert len(started) == 2, f"{len(started)} replicas started for a condition stage and two rounds"
         assert [m["engine_starts"] for m in manifests] == [2, 0] and all(m["conditions"] for m in manifests)
         # the condition stage of each call ran first, so no main stream waited for an engine start
-        assert all(m["time_to_first_row"]["engines_start_s"] < 5.0 for m in manifests), manifests
+        # (30-45 s here); the stream's own start (its client actor, the prompt tasks) took 4-8 s
+        waits = [m["time_to_first_row"]["engines_start_s"] for m in manifests]
+        assert all(w < 15.0 for w in waits), waits
         _check_in_core_worker(started, actors())
+        _own_scores_come_with_generation(engines, default_model, tmp_path / "pool-sst2")
         _end_a_stream_mid_flight(engines, spec_dict)
     finally:
         engines.shutdown()
