@@ -1,5 +1,7 @@
 """The generator's channel scores, with the real embedded SmolLM2 (prefill only)."""
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -7,7 +9,17 @@ import pytest
 
 from sungen_ray.curate.baselines import pool_score_columns, training_sets
 from sungen_ray.errors import SungenError
-from sungen_ray.plm.channel import ChannelConfig, add_channel_margin, channel_scores, rank_correlation
+from sungen_ray.plm.channel import (
+    OWN_SCORES_FILE,
+    ChannelConfig,
+    OwnScore,
+    add_channel_margin,
+    channel_scores,
+    label_prompts,
+    rank_correlation,
+    read_own_scores,
+    write_own_scores,
+)
 from sungen_ray.tasks.spec import load_task
 
 TEXTS = [
@@ -87,3 +99,24 @@ def test_auto_scores_narrow_tasks_only_and_rank_correlation():
     assert ChannelConfig(enabled=True).active(14) and not ChannelConfig(enabled=False).active(2)
     assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
     assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
+
+
+def test_own_score_is_taken_from_generation_only_where_it_scored_the_same_tokens(default_model, tmp_path):
+    spec = load_task("sst2")
+    own = OwnScore(spec, default_model)
+    tok, prompt = own.tokenizer, label_prompts(spec)[1]
+    text = "A warm, funny film."
+    sampled = tok(text + '"', add_special_tokens=False)["input_ids"]
+    assert own(prompt, 1, text, sampled, -12.5) == -12.5
+    assert math.isnan(own(prompt, 0, text, sampled, -12.5))  # not that label's prompt
+    assert math.isnan(own('An example: "Dull."\n' + prompt, 1, text, sampled, -12.5))  # a prompt with examples
+    runs_on = tok(text + '",', add_special_tokens=False)["input_ids"]  # the quote's token carries a comma
+    assert runs_on != sampled and math.isnan(own(prompt, 1, text, runs_on, -12.5))
+    assert math.isnan(own(prompt, 1, text, sampled[:-1], -12.5))  # stopped at the length limit: no quote
+    assert math.isnan(own(prompt, 1, text, sampled, math.nan))  # an engine that gave no log-probs
+
+    write_own_scores(tmp_path, np.array([3, 4, 5]), np.array([-1.5, np.nan, -2.0]))
+    assert read_own_scores(tmp_path) == {3: -1.5, 5: -2.0}
+    (tmp_path / OWN_SCORES_FILE).write_bytes(b"not parquet")
+    assert read_own_scores(tmp_path) == {}  # unreadable: every label is scored, nothing else lost
+    assert read_own_scores(tmp_path / "missing") == {}

@@ -217,6 +217,31 @@ def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, 
     assert not alive, "the replicas outlived their pool's shutdown"
 
 
+def _own_scores_come_with_generation(engines, model: str, out) -> None:
+    """A pool generated on the replicas carries its rows' own-label channel scores (plm.channel.
+    OwnScore): they equal what scoring the pool on the same replicas gives, and scoring with them
+    asks for the other label only and ends with the same margins."""
+    import numpy as np
+
+    from sungen_ray.plm.channel import channel_scores_on_engines, read_own_scores
+
+    spec = load_task("sst2")
+    cfg = GenerateConfig(task="sst2", num_samples=16, out=str(out), engine="vllm", batch_size=8, replicas=2, seed=5)
+    manifest = generate(cfg, engines=engines)
+    assert manifest["engine_starts"] == 0
+    table = pq.read_table(out / "data")
+    texts, labels = table.column("text").to_pylist(), table.column("label").to_numpy().astype(np.int64)
+    own = read_own_scores(out)
+    given = np.array([own.get(i, np.nan) for i in table.column("idx").to_pylist()])
+    assert manifest["channel_own_scores"] == len(own) >= len(texts) // 2, (manifest["channel_own_scores"], len(texts))
+    full = channel_scores_on_engines(texts, spec, model, engines)
+    have = np.isfinite(given)
+    assert np.allclose(given[have], full.scores[have, labels[have]], rtol=1e-3, atol=1e-2), (given, full.scores)
+    reused = channel_scores_on_engines(texts, spec, model, engines, labels=labels, own=given)
+    assert reused.from_generation == int(have.sum())
+    assert np.allclose(reused.margin(labels), full.margin(labels), atol=2e-2)
+
+
 def test_generate_transformers_engine(ray_local, default_model, tmp_path):
     out = tmp_path / "pool"
     cfg = GenerateConfig(task="sst2", num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=3)

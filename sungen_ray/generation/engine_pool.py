@@ -36,6 +36,7 @@ from sungen_ray.generation.engines import (
     mean_logprob,
     result_columns,
     sampling_params,
+    summed_logprob,
     vllm_engine_kwargs,
 )
 from sungen_ray.parallel.quiet import is_verbose
@@ -98,8 +99,10 @@ class VLLMReplica:
         if self.engine.errored:  # a dead engine core: exit, so Ray restarts the replica and re-sends the call
             os._exit(1)
         res = result_columns(batch, "", self.engine_id)
-        for i, (text, ntok, lp, err, t_submit, t_done) in enumerate(outs):
-            res["generated_text"][i], res["num_generated_tokens"][i], res["logprob"][i] = text, ntok, lp
+        for i, (text, tokens, lps, err, t_submit, t_done) in enumerate(outs):
+            res["generated_text"][i], res["num_generated_tokens"][i] = text, len(tokens)
+            res["logprob"][i], res["logprob_sum"][i] = mean_logprob(lps, tokens), summed_logprob(lps, tokens)
+            res["token_ids"][i] = tokens
             res["error"][i], res["t_submit"][i], res["t_done"][i] = err, t_submit, t_done
         return res
 
@@ -107,7 +110,7 @@ class VLLMReplica:
         import vllm
 
         if stream in self.ended:  # ended while this batch's earlier rows were being submitted
-            return "", 0, float("nan"), ABORTED, time.time(), time.time()
+            return "", [], None, ABORTED, time.time(), time.time()
         request_id = f"{stream}-{row_id}-{next(self.ids)}"
         self.requests.setdefault(stream, set()).add(request_id)
         t_submit = time.time()
@@ -120,14 +123,14 @@ class VLLMReplica:
             async for out in self.engine.generate(prompt, params, request_id):
                 final = out
         except Exception as exc:  # noqa: BLE001 - the row is reported as failed, not lost
-            return "", 0, float("nan"), f"{type(exc).__name__}: {exc}"[:500], t_submit, time.time()
+            return "", [], None, f"{type(exc).__name__}: {exc}"[:500], t_submit, time.time()
         finally:
             self.requests.get(stream, set()).discard(request_id)
         if final is None or not final.outputs:
-            return "", 0, float("nan"), ABORTED, t_submit, time.time()
+            return "", [], None, ABORTED, t_submit, time.time()
         o = final.outputs[0]
         err = ABORTED if o.finish_reason == "abort" else ""
-        return o.text, len(o.token_ids), mean_logprob(o.logprobs, o.token_ids), err, t_submit, time.time()
+        return o.text, list(o.token_ids), o.logprobs, err, t_submit, time.time()
 
     async def score(self, seqs: list[list[int]], starts: list[int]) -> list[float]:
         """Summed log-prob of each token sequence from position ``starts[i]`` on: one prefill per

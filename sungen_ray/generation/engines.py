@@ -2,7 +2,8 @@
 engine's generator. The replicas themselves, and how a stream reaches them, are ``engine_pool.py``.
 
 Both engines return the same columns so everything downstream is engine-agnostic:
-``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, error``
+``row_id, label, label_name, prompt, generated_text, num_generated_tokens, logprob, token_ids,
+logprob_sum, error``
 (plus ``t_submit``, ``t_done`` and ``engine``). A row the engine fails on comes back with ``error``
 set instead of killing the job, so the manifest can count it.
 """
@@ -125,8 +126,21 @@ def sampling_params(decoding: Decoding, seed: int, row_id: int) -> dict[str, Any
 
 def mean_logprob(logprobs: Any, tokens: Any) -> float:
     """Mean log-prob of the sampled tokens from vLLM's per-position ``{token_id: info}`` dicts."""
+    values = sampled_logprobs(logprobs, tokens)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summed_logprob(logprobs: Any, tokens: Any) -> float:
+    """log P(the sampled tokens | the prompt): vLLM's sample log-probs are the model's raw ones
+    (before penalties, temperature and top-p), so this is the score prompt log-probs would give the
+    same tokens, its own label's channel score (``plm/channel.py``). NaN if a position lacks one."""
+    values = sampled_logprobs(logprobs, tokens)
+    return float(np.sum(values)) if tokens is not None and len(values) == len(tokens) else float("nan")
+
+
+def sampled_logprobs(logprobs: Any, tokens: Any) -> list[float]:
     if logprobs is None or tokens is None:
-        return float("nan")
+        return []
     values = []
     for pos, tok in zip(logprobs, tokens):
         if not pos:
@@ -136,7 +150,7 @@ def mean_logprob(logprobs: Any, tokens: Any) -> float:
             info = pos.get(str(int(tok))) if isinstance(pos, dict) else None
         if info is not None:  # a dict (through Ray), a vLLM Logprob, or a bare float
             values.append(float(info["logprob"] if isinstance(info, dict) else getattr(info, "logprob", info)))
-    return float(np.mean(values)) if values else float("nan")
+    return values
 
 
 class _RowSampler:
@@ -261,11 +275,22 @@ def result_columns(batch: dict, error: str, engine: str) -> dict[str, np.ndarray
         "generated_text": np.full(n, "", dtype=object),
         "num_generated_tokens": np.zeros(n, dtype=np.int64),
         "logprob": np.full(n, np.nan),
+        # vLLM only (the transformers engine's log-probs are after temperature and top-p): the
+        # sampled token ids and their summed raw log-prob, for the channel score (plm/channel.py)
+        "token_ids": _lists(n),
+        "logprob_sum": np.full(n, np.nan),
         "error": np.full(n, error, dtype=object),
         "t_submit": np.full(n, np.nan),
         "t_done": np.full(n, np.nan),
         "engine": np.full(n, engine, dtype=object),
     }
+
+
+def _lists(n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    for i in range(n):
+        out[i] = []
+    return out
 
 
 def engine_id() -> str:

@@ -34,7 +34,7 @@ from sungen_ray.errors import SungenError
 from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.engine_pool import EnginePool
 from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, in_flight_rows
-from sungen_ray.generation.pool_writer import pool_table, write_pool
+from sungen_ray.generation.pool_writer import own_scores, pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
 from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk, write_plan
@@ -82,6 +82,7 @@ def consume(
     progress: Progress | None = None,
     flush_every_s: float = 60.0,
     engines_up: bool = False,
+    own_score: Callable[..., float] | None = None,
 ) -> None:
     """Pull engine output, keep usable unique rows until every label is full.
 
@@ -90,7 +91,8 @@ def consume(
 
     ``None`` items in ``stream`` are heartbeats (see ``watch_for_stall``): they only let progress
     print while engines start. ``on_flush`` is called every ``flush_every_s`` so kept rows reach
-    disk while a long pass runs."""
+    disk while a long pass runs. ``own_score``: each kept row's own-label channel score from its
+    generation (``plm.channel.OwnScore``), staged with it."""
     stop = spec.decoding.stop
     last_flush = time.perf_counter()
     per_label = Counter(r["label"] for r in tally.kept)
@@ -164,6 +166,11 @@ def consume(
             seen.add(text)
             per_label[lab] += 1
             lp = float(batch["logprob"][i])
+            own = math.nan
+            if own_score is not None and "logprob_sum" in batch:
+                own = own_score(
+                    str(batch["prompt"][i]), lab, text, batch["token_ids"][i], float(batch["logprob_sum"][i])
+                )
             tally.kept.append(
                 {
                     "row_id": row_id,
@@ -171,6 +178,7 @@ def consume(
                     "label": lab,
                     "label_name": str(batch["label_name"][i]),
                     "logprob": lp,
+                    "channel_own": own,
                 }
             )
         done = all(per_label[k] >= t for k, t in enumerate(targets))
@@ -294,6 +302,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         ensure_ray,
         machine_replicas,
     )
+    from sungen_ray.plm.channel import OwnScore, write_own_scores
     from sungen_ray.plm.identity import model_identity
     from sungen_ray.plm.prepare import resolve_model
 
@@ -409,6 +418,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
                 progress=progress,
                 flush_every_s=cfg.flush_every_s,
                 engines_up=engines_up,
+                own_score=OwnScore(spec, model) if cfg.engine == "vllm" else None,
             )
             ended = True
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
@@ -469,6 +479,8 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         # this call's wait for its first row, broken down (README, "Time to first row")
         "time_to_first_row": {"ray_start_s": round(ray_start_s, 2), **(tally.first_row or {})},
         "engine_tokens_per_s": round(tally.tokens / tally.engine_seconds, 2) if tally.engine_seconds else None,
+        # kept rows whose own-label channel score came with their generation (plm.channel.OwnScore)
+        "channel_own_scores": int(np.isfinite(own_scores(tally.kept)).sum()),
         "engine_samples_per_s": round(len(tally.kept) / tally.engine_seconds, 3) if tally.engine_seconds else None,
     }
     short = {spec.labels[k].name: t - have[k] for k, t in enumerate(targets) if have[k] < t}
@@ -484,6 +496,8 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
 
     table = pool_table(tally.kept, spec, cfg, generator["id"])
     files = write_pool(out, table, cfg.round)
+    own = own_scores(tally.kept)
+    write_own_scores(out, table.column("idx").to_numpy(), own)
     manifest.update(
         {
             "files": files,

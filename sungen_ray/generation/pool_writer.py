@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,13 @@ def pool_table(kept: list[dict], spec: TaskSpec, cfg: GenerateConfig, model_id: 
         },
         schema=POOL_SCHEMA,
     )
+
+
+def own_scores(kept: list[dict]) -> np.ndarray:
+    """Each kept row's own-label channel score from its generation, in ``pool_table``'s row order
+    (NaN where generation could not give it, and for rows staged before it was recorded)."""
+    rows = sorted(kept, key=lambda r: r["row_id"])
+    return np.array([r.get("channel_own", math.nan) for r in rows], dtype=np.float64)
 
 
 def write_pool(out: Path, table: pa.Table, round_: int) -> list[str]:

@@ -159,5 +159,6 @@ def _empty_kept() -> pa.Table:
             "label": pa.array([], pa.int64()),
             "label_name": pa.array([], pa.string()),
             "logprob": pa.array([], pa.float64()),
+            "channel_own": pa.array([], pa.float64()),
         }
     )

@@ -86,17 +86,23 @@ def score_channel(cfg: PipelineConfig, spec: TaskSpec, pool_data: Path, engines=
     if not cfg.channel.active(spec.num_labels):
         return {"channel_scored": 0}
     from sungen_ray.data.labelled import parquet_files
-    from sungen_ray.plm.channel import add_channel_margin
+    from sungen_ray.plm.channel import add_channel_margin, read_own_scores
     from sungen_ray.plm.prepare import resolve_model
 
     live = engines if engines is not None and engines.engine == "vllm" and engines.replicas else None
     done = add_channel_margin(
-        parquet_files(pool_data), spec, resolve_model(cfg.generation.model), cfg.channel.batch_size, engines=live
+        parquet_files(pool_data),
+        spec,
+        resolve_model(cfg.generation.model),
+        cfg.channel.batch_size,
+        engines=live,
+        own=read_own_scores(pool_data.parent),  # the own label's scores that came with generation
     )
     return {
         "channel_scored": done["texts"],
         "channel_seconds": done["seconds"],
         "channel_on": "vllm replicas" if live else "transformers",
+        "channel_own_from_generation": done["from_generation"],
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ def label_prompts(spec: TaskSpec) -> list[str]:
 class ChannelScores:
     scores: np.ndarray  # (n, K) summed log-prob of text + closing quote under each label's prompt
     seconds: float
+    from_generation: int = 0  # own-label scores that generation gave (see OwnScore)
 
     def margin(self, labels: np.ndarray) -> np.ndarray:
         """Own label's score minus the best other label's (positive = the PLM agrees)."""
@@ -64,20 +66,59 @@ def _load_tokenizer(model_path: str):
         raise SungenError(f"channel scoring: cannot load the generator from {model_path}: {exc}") from exc
 
 
+class OwnScore:
+    """A generated row's own-label channel score, taken from its generation where the engine's
+    sampled tokens are exactly what the scorer would score: the row's prompt is its label's scoring
+    prompt, and its text plus the closing quote tokenises back to the sampled tokens (vLLM's sample
+    log-probs are the model's raw ones, so their sum is the prompt log-prob score). Such a row needs
+    K - 1 prefills instead of K: half the scoring of a 2-label task. NaN where they differ (a token
+    that runs past the quote, a text cut at the length limit, a prompt with examples or a condition)."""
+
+    def __init__(self, spec: TaskSpec, model_path: str, max_text_tokens: int = 256):
+        self.tokenizer = _load_tokenizer(model_path)
+        self.prompts = label_prompts(spec)
+        self.max_text_tokens = max_text_tokens
+        # an engine that adds special tokens (a BOS) to a text prompt conditions on other tokens
+        plain = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self.prompts]
+        self.usable = all(self.tokenizer(p)["input_ids"] == ids for p, ids in zip(self.prompts, plain))
+
+    def __call__(self, prompt: str, label: int, text: str, sampled, logprob_sum: float) -> float:
+        if not self.usable or sampled is None or not math.isfinite(logprob_sum) or prompt != self.prompts[label]:
+            return math.nan
+        body = self.tokenizer(text + CLOSING, add_special_tokens=False)["input_ids"][: self.max_text_tokens + 1]
+        return float(logprob_sum) if [int(t) for t in sampled] == body else math.nan
+
+
 def channel_scores_on_engines(
-    texts: list[str], spec: TaskSpec, model_path: str, engines, max_text_tokens: int = 256, progress=None
+    texts: list[str],
+    spec: TaskSpec,
+    model_path: str,
+    engines,
+    max_text_tokens: int = 256,
+    progress=None,
+    labels: np.ndarray | None = None,
+    own: np.ndarray | None = None,
 ) -> ChannelScores:
     """(n, K) channel scores from the run's live vLLM replicas: the same sums as ``channel_scores``,
-    from vLLM's prompt log-probs (prefill only), with no second copy of the model loaded."""
+    from vLLM's prompt log-probs (prefill only), with no second copy of the model loaded. ``own``:
+    each row's own-label score where generation already gave it (``OwnScore``; NaN: score it),
+    ``labels`` saying which column that is."""
     start = time.perf_counter()
     prompts, bodies = token_ids(texts, spec, _load_tokenizer(model_path), max_text_tokens)
-    seqs = [prompt + body for body in bodies for prompt in prompts]
-    starts = [len(prompt) for _ in bodies for prompt in prompts]
-    k = len(prompts)
-    done = (lambda n: progress(n // k, len(texts))) if progress is not None else None
-    scores = engines.score(seqs, starts, progress=done).reshape(len(texts), k)
+    k, n = len(prompts), len(texts)
+    scores = np.full((n, k), np.nan)
+    given = np.zeros(n, dtype=bool) if own is None else np.isfinite(own)
+    if given.any():
+        scores[given, labels[given]] = own[given]
+    need = [(i, j) for i in range(n) for j in range(k) if not (given[i] and j == labels[i])]
+    seqs = [prompts[j] + bodies[i] for i, j in need]
+    starts = [len(prompts[j]) for _, j in need]
+    done = (lambda m: progress(m * n // max(1, len(seqs)), n)) if progress is not None else None
+    if need:
+        rows, cols = zip(*need)
+        scores[list(rows), list(cols)] = engines.score(seqs, starts, progress=done)
     _check_finite(scores, model_path)
-    return ChannelScores(scores, time.perf_counter() - start)
+    return ChannelScores(scores, time.perf_counter() - start, int(given.sum()))
 
 
 def _check_finite(scores: np.ndarray, model_path: str) -> None:
@@ -175,12 +216,19 @@ class ChannelConfig:
 
 
 def add_channel_margin(
-    files: list, spec: TaskSpec, model_path: str, batch_size: int = 64, device: str = "cpu", engines=None
+    files: list,
+    spec: TaskSpec,
+    model_path: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+    engines=None,
+    own: dict[int, float] | None = None,
 ) -> dict:
     """Score every pool file that lacks a ``channel_margin`` column and rewrite it with the column
     (atomically, file by file: an interrupted run keeps the files it finished and scores the rest
     on the next call). Returns texts scored and seconds. ``engines``: live vLLM replicas of the
-    same model to score on (the driver's); None scores with transformers in this process."""
+    same model to score on (the driver's); None scores with transformers in this process. ``own``:
+    own-label scores by ``idx`` that generation gave (``read_own_scores``), used on the engines."""
     import pyarrow as pa
 
     from sungen_ray.data import atomic
@@ -189,9 +237,9 @@ def add_channel_margin(
 
     tables = {f: table for f in files if "channel_margin" not in (table := read_parquet(f)).column_names}
     total = sum(t.num_rows for t in tables.values())
-    scored, seconds = 0, 0.0
+    scored, seconds, from_generation = 0, 0.0, 0
     if not total:
-        return {"texts": 0, "seconds": 0.0}
+        return {"texts": 0, "seconds": 0.0, "from_generation": 0}
     progress = Progress(f"channel scores x{spec.num_labels} labels", total, unit="texts")
     try:
         for f, table in tables.items():
@@ -200,12 +248,17 @@ def add_channel_margin(
                 raise SungenError(f"{f}: labels out of range for task {spec.name!r} ({spec.num_labels} labels)")
             texts = table.column("text").to_pylist()
             if engines is not None:
+                given = None
+                if own and "idx" in table.column_names:
+                    given = np.array([own.get(i, np.nan) for i in table.column("idx").to_pylist()], dtype=np.float64)
                 result = channel_scores_on_engines(
                     texts,
                     spec,
                     model_path,
                     engines,
                     progress=lambda done, _n, base=scored: progress.update(base + done),
+                    labels=labels,
+                    own=given,
                 )
             else:
                 result = channel_scores(
@@ -220,6 +273,38 @@ def add_channel_margin(
             atomic.write_parquet(f, table.append_column("channel_margin", margin))
             scored += table.num_rows
             seconds += result.seconds
+            from_generation += result.from_generation
     finally:
         progress.close()
-    return {"texts": scored, "seconds": round(seconds, 2)}
+    return {"texts": scored, "seconds": round(seconds, 2), "from_generation": from_generation}
+
+
+OWN_SCORES_FILE = "channel_own.parquet"  # beside a pool's data/: idx, channel_own (OwnScore)
+
+
+def write_own_scores(pool_dir, idx: np.ndarray, scores: np.ndarray) -> None:
+    """The own-label scores generation gave (finite ones only; nothing when there are none)."""
+    import pyarrow as pa
+
+    from sungen_ray.data import atomic
+
+    keep = np.isfinite(scores)
+    if keep.any():
+        table = pa.table({"idx": pa.array(idx[keep], pa.int64()), "channel_own": pa.array(scores[keep], pa.float64())})
+        atomic.write_parquet(Path(pool_dir) / OWN_SCORES_FILE, table)
+
+
+def read_own_scores(pool_dir) -> dict[int, float]:
+    """``write_own_scores``' file as {idx: score}; empty when the pool has none (an older pool, the
+    transformers engine). An unreadable file only costs the scoring it would have saved."""
+    import pyarrow.parquet as pq
+
+    path = Path(pool_dir) / OWN_SCORES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        table = pq.read_table(path, columns=["idx", "channel_own"])
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[channel] {path}: unreadable ({exc}); scoring every label", flush=True)
+        return {}
+    return dict(zip(table.column("idx").to_pylist(), table.column("channel_own").to_pylist()))
