@@ -22,7 +22,7 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "pool", type=Path, help="a generate --out directory made with vLLM (data/ and channel_own.parquet)"
+        "pool", type=Path, help="a generate --out directory made with vLLM (data/ and .channel_own.parquet)"
     )
     parser.add_argument("--task", default=None, help="the pool's task (default: from its manifest)")
     parser.add_argument("--repeats", type=int, default=2, help="ABBA pairs")

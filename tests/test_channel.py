@@ -120,3 +120,13 @@ def test_own_score_is_taken_from_generation_only_where_it_scored_the_same_tokens
     (tmp_path / OWN_SCORES_FILE).write_bytes(b"not parquet")
     assert read_own_scores(tmp_path) == {}  # unreadable: every label is scored, nothing else lost
     assert read_own_scores(tmp_path / "missing") == {}
+
+
+def test_summed_logprob_needs_every_sampled_token():
+    from sungen_ray.generation.engines import summed_logprob
+
+    per_position = [{5: {"logprob": -1.0}}, {"7": {"logprob": -0.5}}]  # keys as Ray may hand them back
+    assert summed_logprob(per_position, [5, 7]) == -1.5
+    assert math.isnan(summed_logprob(per_position[:1], [5, 7]))  # a position without its token
+    assert math.isnan(summed_logprob([], []))  # nothing sampled (an aborted row): no score, not 0
+    assert math.isnan(summed_logprob(None, [5]))

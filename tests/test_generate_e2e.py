@@ -223,6 +223,7 @@ def _own_scores_come_with_generation(engines, model: str, out) -> None:
     asks for the other label only and ends with the same margins."""
     import numpy as np
 
+    from sungen_ray.data.labelled import parquet_files
     from sungen_ray.plm.channel import channel_scores_on_engines, read_own_scores
 
     spec = load_task("sst2")
@@ -232,6 +233,7 @@ def _own_scores_come_with_generation(engines, model: str, out) -> None:
     table = pq.read_table(out / "data")
     texts, labels = table.column("text").to_pylist(), table.column("label").to_numpy().astype(np.int64)
     own = read_own_scores(out)
+    assert parquet_files(out) == sorted((out / "data").glob("*.parquet"))  # the pool dir still reads as the pool
     given = np.array([own.get(i, np.nan) for i in table.column("idx").to_pylist()])
     assert manifest["channel_own_scores"] == len(own) >= len(texts) // 2, (manifest["channel_own_scores"], len(texts))
     full = channel_scores_on_engines(texts, spec, model, engines)

@@ -135,7 +135,7 @@ def summed_logprob(logprobs: Any, tokens: Any) -> float:
     (before penalties, temperature and top-p), so this is the score prompt log-probs would give the
     same tokens, its own label's channel score (``plm/channel.py``). NaN if a position lacks one."""
     values = sampled_logprobs(logprobs, tokens)
-    return float(np.sum(values)) if tokens is not None and len(values) == len(tokens) else float("nan")
+    return float(np.sum(values)) if values and len(values) == len(tokens) else float("nan")
 
 
 def sampled_logprobs(logprobs: Any, tokens: Any) -> list[float]:

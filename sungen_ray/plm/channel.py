@@ -279,7 +279,8 @@ def add_channel_margin(
     return {"texts": scored, "seconds": round(seconds, 2), "from_generation": from_generation}
 
 
-OWN_SCORES_FILE = "channel_own.parquet"  # beside a pool's data/: idx, channel_own (OwnScore)
+# beside a pool's data/, dot-prefixed: a pool directory read as data (parquet_files) skips it
+OWN_SCORES_FILE = ".channel_own.parquet"  # idx, channel_own (OwnScore)
 
 
 def write_own_scores(pool_dir, idx: np.ndarray, scores: np.ndarray) -> None:
