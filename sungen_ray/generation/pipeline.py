@@ -434,6 +434,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
     engine_starts = engines.starts - starts_before
 
     have = Counter(r["label"] for r in tally.kept)
+    own = own_scores(tally.kept)
     manifest = {
         "status": "complete",
         "task": spec.name,
@@ -480,7 +481,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         "time_to_first_row": {"ray_start_s": round(ray_start_s, 2), **(tally.first_row or {})},
         "engine_tokens_per_s": round(tally.tokens / tally.engine_seconds, 2) if tally.engine_seconds else None,
         # kept rows whose own-label channel score came with their generation (plm.channel.OwnScore)
-        "channel_own_scores": int(np.isfinite(own_scores(tally.kept)).sum()),
+        "channel_own_scores": int(np.isfinite(own).sum()),
         "engine_samples_per_s": round(len(tally.kept) / tally.engine_seconds, 3) if tally.engine_seconds else None,
     }
     short = {spec.labels[k].name: t - have[k] for k, t in enumerate(targets) if have[k] < t}
@@ -496,7 +497,6 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
 
     table = pool_table(tally.kept, spec, cfg, generator["id"])
     files = write_pool(out, table, cfg.round)
-    own = own_scores(tally.kept)
     write_own_scores(out, table.column("idx").to_numpy(), own)
     manifest.update(
         {

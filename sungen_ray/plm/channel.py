@@ -53,8 +53,12 @@ def token_ids(texts: list[str], spec: TaskSpec, tokenizer, max_text_tokens: int 
     """Each label prompt's ids and each text's (closing quote included): the text is tokenised once
     and appended to every prompt, so every label scores exactly the same text tokens."""
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in label_prompts(spec)]
-    bodies = [tokenizer(t + CLOSING, add_special_tokens=False)["input_ids"][: max_text_tokens + 1] for t in texts]
-    return prompts, bodies
+    return prompts, [body_ids(t, tokenizer, max_text_tokens) for t in texts]
+
+
+def body_ids(text: str, tokenizer, max_text_tokens: int = 256) -> list[int]:
+    """The tokens a text is scored on: the text and its closing quote, cut at ``max_text_tokens``."""
+    return tokenizer(text + CLOSING, add_special_tokens=False)["input_ids"][: max_text_tokens + 1]
 
 
 def _load_tokenizer(model_path: str):
@@ -85,7 +89,7 @@ class OwnScore:
     def __call__(self, prompt: str, label: int, text: str, sampled, logprob_sum: float) -> float:
         if not self.usable or sampled is None or not math.isfinite(logprob_sum) or prompt != self.prompts[label]:
             return math.nan
-        body = self.tokenizer(text + CLOSING, add_special_tokens=False)["input_ids"][: self.max_text_tokens + 1]
+        body = body_ids(text, self.tokenizer, self.max_text_tokens)
         return float(logprob_sum) if [int(t) for t in sampled] == body else math.nan
 
 
