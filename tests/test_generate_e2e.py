@@ -16,8 +16,20 @@ from sungen_ray.generation.config import GenerateConfig
 from sungen_ray.generation.pipeline import generate
 from sungen_ray.generation.watchdog import GenerationStalled
 from sungen_ray.tasks.spec import load_task
+from tests.test_pipeline_driver import SHORT_SST2  # sst2 with 20-token replies, for the slow transformers engine
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def transformers_replica(ray_local):
+    """One transformers replica (1 CPU), shared by the tests here that are not about starting one:
+    each start costs a Ray worker that imports torch and transformers and loads the model."""
+    from sungen_ray.generation.engine_pool import EnginePool
+
+    engines = EnginePool()
+    yield engines
+    engines.shutdown()
 
 
 def _check_pool(out, spec, n, engine):
@@ -210,7 +222,9 @@ def test_vllm_replicas_serve_every_call_and_the_condition_stage_once(ray_local, 
         assert all(w < 15.0 for w in waits), waits
         _check_in_core_worker(started, actors())
         _own_scores_come_with_generation(engines, default_model, tmp_path / "pool-sst2")
+        _rows_seeded_per_row_across_replicas(engines, default_model)
         _end_a_stream_mid_flight(engines, spec_dict)
+        assert engines.starts == 2, "a later call started replicas of its own"
     finally:
         engines.shutdown()
     alive = [a for a in started if actors()[a]["State"] == "ALIVE"]
@@ -246,9 +260,9 @@ def _own_scores_come_with_generation(engines, model: str, out) -> None:
 
 def test_generate_transformers_engine(ray_local, default_model, tmp_path):
     out = tmp_path / "pool"
-    cfg = GenerateConfig(task="sst2", num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=3)
+    cfg = GenerateConfig(task=SHORT_SST2, num_samples=16, out=str(out), engine="transformers", batch_size=16, seed=3)
     generate(cfg)
-    manifest, rows = _check_pool(out, load_task("sst2"), 16, "transformers")
+    manifest, rows = _check_pool(out, load_task(SHORT_SST2), 16, "transformers")
     assert manifest["dropped"]["engine_error"] == 0
 
 
@@ -257,7 +271,7 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     # the run with an error that says what happened, with the staging dir written, instead of hanging.
     out = tmp_path / "pool"
     cfg = GenerateConfig(
-        task="sst2",
+        task=SHORT_SST2,
         num_samples=16,
         out=str(out),
         engine="transformers",
@@ -275,17 +289,17 @@ def test_stalled_engine_fails_clearly_and_the_rerun_resumes(ray_local, default_m
     # The timeout is not part of the run's identity: the same run with the default timeout resumes,
     # going on with the stalled pass (same prompts and seeds) rather than starting a new one.
     cfg.stall_timeout_s = GenerateConfig.stall_timeout_s
-    manifest, _ = _check_pool(out, load_task("sst2"), 16, "transformers") if generate(cfg) else (None, None)
+    manifest, _ = _check_pool(out, load_task(SHORT_SST2), 16, "transformers") if generate(cfg) else (None, None)
     assert manifest["attempts"] == 1, "the stalled pass was resumed, not replaced by a new one"
 
 
 def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_higher_bound_resumes(
-    ray_local, default_model, tmp_path
+    transformers_replica, default_model, tmp_path
 ):
     # A spec no text can satisfy: the stream keeps nothing, so the run must stop once it has used its
     # prompt bound, with an error that says how short it is, keep its staged rows, and accept a higher
     # bound as the same run.
-    spec_dict = json.loads(json.dumps(load_task("sst2"), default=lambda o: o.__dict__))
+    spec_dict = json.loads(json.dumps(load_task(SHORT_SST2), default=lambda o: o.__dict__))
     spec_dict["decoding"]["min_words"] = 500
     spec_path = tmp_path / "sst2_impossible.yaml"
     spec_path.write_text(yaml.safe_dump(spec_dict))
@@ -303,22 +317,22 @@ def test_too_few_usable_samples_is_a_clear_error_after_the_prompt_bound_and_a_hi
         SungenError,
         match=r"too few usable samples after 8 prompts \(max_prompts_per_sample 2 x 4 samples\); still short \{'negative': 2",
     ):
-        generate(cfg)
+        generate(cfg, engines=transformers_replica)
     partial = json.loads((out / ".staging" / "manifest.partial.json").read_text())
     assert partial["status"] == "incomplete" and partial["dropped"]["too_short"] == partial["prompts_sent"] == 8
 
     cfg.max_prompts_per_sample = 4  # how hard to try is not part of the run's identity: it resumes
     with pytest.raises(SungenError, match="after 16 prompts"):
-        generate(cfg)
+        generate(cfg, engines=transformers_replica)
     again = json.loads((out / ".staging" / "manifest.partial.json").read_text())
     assert again["prompts_sent"] == 16 and again["attempts"] == 2
 
 
-def test_vllm_rows_are_seeded_per_row_across_replicas(ray_local, default_model):
-    # Two CPU replicas fed the same prompt must not sample the same continuations: each row is
-    # sampled from its own seed (row_seed), whichever replica and batch it lands in. Every row id
-    # appears twice, once in each half of the stream (different blocks, so different batches and
-    # usually different replicas): the copies must agree, and distinct row ids must not collide.
+def _rows_seeded_per_row_across_replicas(engines, model: str) -> None:
+    """Two CPU replicas fed the same prompt must not sample the same continuations: each row is
+    sampled from its own seed (row_seed), whichever replica and batch it lands in. Every row id
+    appears twice, once in each half of the stream (different blocks, so different batches and
+    usually different replicas): the copies must agree, and distinct row ids must not collide."""
     from sungen_ray.generation.engines import EngineOptions
     from sungen_ray.generation.pipeline import run_engine
 
@@ -327,9 +341,9 @@ def test_vllm_rows_are_seeded_per_row_across_replicas(ray_local, default_model):
     ids = list(range(16))
     rows = [{"row_id": i, "label": 1, "label_name": "positive", "prompt": prompt} for i in ids + ids]
     cfg = GenerateConfig(task="sst2", num_samples=16, out="unused", engine="vllm", batch_size=8, batches_per_block=1)
-    opts = EngineOptions(model=default_model, decoding=spec.decoding, replicas=2, batch_size=8, seed=11)
+    opts = EngineOptions(model=model, decoding=spec.decoding, replicas=2, batch_size=8, seed=11)
     texts: dict[int, list[str]] = {}
-    for batch in run_engine(cfg, opts, rows):
+    for batch in run_engine(cfg, opts, rows, engines=engines):
         assert not any(batch["error"]), batch["error"]
         for row_id, text in zip(batch["row_id"], batch["generated_text"]):
             texts.setdefault(int(row_id), []).append(str(text))
@@ -340,7 +354,7 @@ def test_vllm_rows_are_seeded_per_row_across_replicas(ray_local, default_model):
     assert len(set(firsts)) == len(firsts), "distinct row ids sampled the same text"
 
 
-def test_a_finished_round_leaves_no_stream_running(ray_local, default_model, tmp_path):
+def test_a_finished_round_leaves_no_stream_running(transformers_replica, default_model, tmp_path):
     # The prompt stream is oversized; the driver stops reading once every label is full. The
     # stream must end right there: in the demo the first round's pipeline went on generating the
     # rest of its 2000 prompts beside the second round's engines, which waited 300 s for output.
@@ -353,7 +367,7 @@ def test_a_finished_round_leaves_no_stream_running(ray_local, default_model, tmp
 
     before = streams()
     cfg = GenerateConfig(
-        task="sst2",
+        task=SHORT_SST2,
         num_samples=8,
         out=str(tmp_path / "pool"),
         engine="transformers",
@@ -361,14 +375,14 @@ def test_a_finished_round_leaves_no_stream_running(ray_local, default_model, tmp
         replicas=1,
         max_prompts_per_sample=50,  # 400 prompts on offer, a few batches used
     )
-    generate(cfg)
+    generate(cfg, engines=transformers_replica)
     deadline = time.monotonic() + 10
     while (running := streams() - before) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not running, f"{sorted(t.name for t in running)} still running 10 s after the round ended"
 
 
-def test_transformers_rows_are_seeded_per_row_whatever_their_batch(ray_local, default_model):
+def test_transformers_rows_are_seeded_per_row_whatever_their_batch(transformers_replica, default_model):
     # The fallback engine used to seed a whole batch from its first row, so a row's text depended on
     # the rows batched with it and a resumed round regenerated lost rows differently (issue 22).
     # Every row id appears twice, the second time among other neighbours: the copies must agree.
@@ -377,18 +391,18 @@ def test_transformers_rows_are_seeded_per_row_whatever_their_batch(ray_local, de
     from sungen_ray.generation.engines import EngineOptions
     from sungen_ray.generation.pipeline import run_engine
 
-    spec = load_task("sst2")
+    spec = load_task(SHORT_SST2)
     prompt = spec.labels[0].prompts[0]
     ids = list(range(12))
     again = ids[:]
     random.Random(3).shuffle(again)
     rows = [{"row_id": i, "label": 0, "label_name": "negative", "prompt": prompt} for i in ids + again]
     cfg = GenerateConfig(
-        task="sst2", num_samples=12, out="unused", engine="transformers", batch_size=4, batches_per_block=1
+        task=SHORT_SST2, num_samples=12, out="unused", engine="transformers", batch_size=4, batches_per_block=1
     )
     opts = EngineOptions(model=default_model, decoding=spec.decoding, replicas=1, batch_size=4, seed=5)
     seen: dict[int, list[tuple[str, float]]] = {}
-    for batch in run_engine(cfg, opts, rows):
+    for batch in run_engine(cfg, opts, rows, engines=transformers_replica):
         assert not any(batch["error"]), batch["error"]
         for row_id, text, lp in zip(batch["row_id"], batch["generated_text"], batch["logprob"]):
             seen.setdefault(int(row_id), []).append((str(text), float(lp)))

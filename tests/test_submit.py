@@ -159,7 +159,7 @@ def start_ray_head(num_cpus: int = 2, timeout_s: float = 90.0, extra_env: dict[s
 
 @pytest.fixture(scope="module")
 def ray_head():
-    head = start_ray_head()
+    head = start_ray_head(num_cpus=4)  # the demo job's ray.data stages need spare CPUs beside the engine
     try:
         yield head
     finally:
@@ -352,39 +352,36 @@ GOLD_SST2 = REPO.parent / "shared" / "data" / "sst2" / "validation.jsonl"
 
 
 @pytest.mark.slow
-def test_demo_config_runs_to_completion_as_a_ray_job(default_model, tmp_path):
+def test_demo_config_runs_to_completion_as_a_ray_job(ray_head, default_model, tmp_path):
     """`ray job submit` of the demo config (shrunk with --set) against a real local head."""
-    head = start_ray_head(num_cpus=4)  # ray.data.llm needs spare logical CPUs beside the engine
-    try:
-        out = tmp_path / "run"
-        gold = GOLD_SST2 if GOLD_SST2.is_file() else None
-        overrides = [
-            f"out={out}",
-            f"gold={gold if gold else 'null'}",
-            "rounds=[{num_samples: 12}]",
-            "generation.engine=transformers",
-            "generation.batch_size=12",
-            "reweight.outer_iters=2",
-            "final.epochs=1",
-            "seeds=[0]",
-        ]
-        entrypoint = jobs.build_entrypoint("jobs/configs/demo.yaml") + "".join(f" --set '{o}'" for o in overrides)
-        runtime_env = {
-            "working_dir": str(REPO),
-            "excludes": [".venv/", ".git/", "runs/", "tests/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"],
-            "env_vars": {"PYTHONUNBUFFERED": "1"},
-        }
-        client = jobs.connect(head.address)
-        job_id = jobs.submit(client, entrypoint, runtime_env)
-        buf = io.StringIO()
-        status = jobs.wait(client, job_id, out=buf, timeout_s=900)
-        logs = client.get_job_logs(job_id)
-        assert status.value == "SUCCEEDED", logs[-3000:]
-        report = json.loads((out / "report.json").read_text())
-        assert report["rounds"][0]["generate"]["kept"] == 12
-        assert "sungen" in report["final"]["summary"] and "zerogen" in report["final"]["summary"]
-        assert "[pipeline] report:" in logs
-        if gold:
-            assert "SunGen" in logs and "ZeroGen" in logs
-    finally:
-        head.stop()
+    out = tmp_path / "run"
+    gold = GOLD_SST2 if GOLD_SST2.is_file() else None
+    overrides = [
+        f"out={out}",
+        f"gold={gold if gold else 'null'}",
+        "rounds=[{num_samples: 12}]",
+        "generation.engine=transformers",
+        "generation.batch_size=12",
+        "generation.replicas=2",  # unset, a joined cluster gets one per CPU but one: three on 2 cores
+        "reweight.outer_iters=2",
+        "final.epochs=1",
+        "seeds=[0]",
+    ]
+    entrypoint = jobs.build_entrypoint("jobs/configs/demo.yaml") + "".join(f" --set '{o}'" for o in overrides)
+    runtime_env = {
+        "working_dir": str(REPO),
+        "excludes": [".venv/", ".git/", "runs/", "tests/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"],
+        "env_vars": {"PYTHONUNBUFFERED": "1"},
+    }
+    client = jobs.connect(ray_head.address)
+    job_id = jobs.submit(client, entrypoint, runtime_env)
+    buf = io.StringIO()
+    status = jobs.wait(client, job_id, out=buf, timeout_s=900)
+    logs = client.get_job_logs(job_id)
+    assert status.value == "SUCCEEDED", logs[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["rounds"][0]["generate"]["kept"] == 12
+    assert "sungen" in report["final"]["summary"] and "zerogen" in report["final"]["summary"]
+    assert "[pipeline] report:" in logs
+    if gold:
+        assert "SunGen" in logs and "ZeroGen" in logs
