@@ -2,7 +2,11 @@
 reweighting and the final stage) and resumed each time ends exactly as an uninterrupted run does:
 same pool rows, same weights, same selection, same curated set, no row lost or duplicated, and no
 stage a killed run finished done again (issue 22).
-Real Ray, the real SmolLM2 (transformers engine: it seeds every row, as vLLM does), real MiniLM."""
+Real Ray, the real SmolLM2 (transformers engine: it seeds every row, as vLLM does), real MiniLM.
+
+The drivers join the session's local Ray cluster (``RAY_ADDRESS``), as jobs on a running cluster do:
+the cluster outlives each kill and only the driver, with the actors it owns, dies. The driver that
+starts and dies with its own private cluster is killed in tests/test_encode_once.py."""
 
 from __future__ import annotations
 
@@ -52,12 +56,12 @@ def _phase(line: str) -> tuple[int, str] | None:
     return None
 
 
-def _run_and_kill(out: Path, first_phase: int, rng: random.Random, seen: list[str]) -> str | None:
+def _run_and_kill(out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict) -> str | None:
     """Run the driver; once a phase at or after ``first_phase`` starts, SIGKILL it a random moment
     later. Returns the phase in progress at the kill (None: the run finished first); the driver's
     lines are added to ``seen``. The stages earlier runs finished are not redone."""
     finished = _finished_stages(out)
-    running = _run_until_killed(out, first_phase, rng, seen)
+    running = _run_until_killed(out, first_phase, rng, seen, env)
     redone = [str(p) for p, stamp in finished.items() if p.stat().st_mtime_ns != stamp]
     assert not redone, f"finished stages redone: {redone}"
     return running
@@ -67,8 +71,7 @@ def _finished_stages(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} if out.exists() else {}
 
 
-def _run_until_killed(out: Path, first_phase: int, rng: random.Random, seen: list[str]) -> str | None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run_until_killed(out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict) -> str | None:
     proc = subprocess.Popen(
         _command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -112,16 +115,16 @@ def _pool(out: Path):
 
 
 @pytest.mark.slow
-def test_five_random_kills_end_as_an_uninterrupted_run(default_model, tmp_path):
+def test_five_random_kills_end_as_an_uninterrupted_run(ray_local, default_model, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     done = subprocess.run(_command(ref), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
 
     rng = random.Random(22)
     seen: list[str] = []
-    killed_in = [_run_and_kill(out, k, rng, seen) for k in range(len(PHASES))]
-    assert _run_and_kill(out, len(PHASES), rng, seen) is None  # the last resume runs to the end
+    killed_in = [_run_and_kill(out, k, rng, seen, env) for k in range(len(PHASES))]
+    assert _run_and_kill(out, len(PHASES), rng, seen, env) is None  # the last resume runs to the end
     print(f"killed during: {killed_in}")
     kinds = {p.split()[-1] for p in killed_in if p}
     assert {"generate", "reweight", "training"} <= kinds, f"kills landed in {killed_in}"
