@@ -71,10 +71,11 @@ def main() -> None:
                 for i in range(n)
             ]
 
+        first = rows(0)
         t0 = time.time()
         calls = []
         for b in range(args.batches):
-            part = rows(0)[b * args.batch_size : (b + 1) * args.batch_size]
+            part = first[b * args.batch_size : (b + 1) * args.batch_size]
             batch = {k: np.array([r[k] for r in part], dtype=object) for k in ("label_name", "prompt")}
             batch |= {k: np.array([r[k] for r in part], dtype=np.int64) for k in ("row_id", "label")}
             calls.append(engines.replicas[0].generate.remote(batch, "direct", spec.decoding, 0))

@@ -54,6 +54,17 @@ TINY = [
 ]
 
 
+def stage_stamps(out: Path) -> dict[Path, int]:
+    """Each finished stage's ``stage.json`` and its mtime (none for a run not started): a stage
+    that is redone rewrites its file."""
+    return {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+
+
+def redone(stamps: dict[Path, int]) -> list[str]:
+    """The stages of ``stamps`` (see ``stage_stamps``) whose ``stage.json`` was written again."""
+    return [str(p) for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp]
+
+
 def set_flags(settings: list[str]) -> list[str]:
     return [a for s in settings for a in ("--set", s)]
 
@@ -115,15 +126,15 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     first = capsys.readouterr().out
     assert "SunGen" in first and "ZeroGen" in first
 
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    stamps = stage_stamps(out)
     assert len(stamps) == 7  # 2 rounds x (generate, reweight, select) + final
     assert pipeline_main(["--config", str(DEMO), *_sets(out, gold)]) == 0
     assert "done already, skipping" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
+    assert stage_stamps(out) == stamps
     # how generation runs (replicas, engine batch, stall timeout) is not what it produced: still skipped
     how = ["generation.replicas=2", "generation.max_num_seqs=32", "generation.stall_timeout_s=60"]
     assert pipeline_main(["--config", str(DEMO), *_sets(out, gold), *[a for h in how for a in ("--set", h)]]) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == stamps
+    assert stage_stamps(out) == stamps
 
     # a gold file that changes re-runs the evaluation, and only that stage
     with gold.open("a") as fh:
@@ -132,7 +143,7 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(default_model, tmp_
     final_stage = out / "final" / "stage.json"
     assert final_stage.stat().st_mtime_ns != stamps[final_stage]
     assert {p: t for p, t in stamps.items() if p != final_stage} == {
-        p: p.stat().st_mtime_ns for p in out.rglob("stage.json") if p != final_stage
+        p: t for p, t in stage_stamps(out).items() if p != final_stage
     }
     assert json.loads((out / "final" / "final.json").read_text())["variants"]["sungen"][0]["n"] == 5
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_pipeline_driver import REPO, SHORT_SST2, driver_command
+from tests.test_pipeline_driver import REPO, SHORT_SST2, driver_command, redone, stage_stamps
 
 RUN = [
     f"task={SHORT_SST2}",
@@ -60,15 +60,10 @@ def _run_and_kill(out: Path, first_phase: int, rng: random.Random, seen: list[st
     """Run the driver; once a phase at or after ``first_phase`` starts, SIGKILL it a random moment
     later. Returns the phase in progress at the kill (None: the run finished first); the driver's
     lines are added to ``seen``. The stages earlier runs finished are not redone."""
-    finished = _finished_stages(out)
+    finished = stage_stamps(out)
     running = _run_until_killed(out, first_phase, rng, seen, env)
-    redone = [str(p) for p, stamp in finished.items() if p.stat().st_mtime_ns != stamp]
-    assert not redone, f"finished stages redone: {redone}"
+    assert not redone(finished), f"finished stages redone: {redone(finished)}"
     return running
-
-
-def _finished_stages(out: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} if out.exists() else {}
 
 
 def _run_until_killed(out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict) -> str | None:
