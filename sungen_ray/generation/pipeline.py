@@ -221,10 +221,14 @@ def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
 
     # One engine batch per block: every replica gets work from the start, and results come back
     # (and the driver can stop) one engine batch at a time instead of one large block at a time.
+    # The range is padded to whole batches (positions past the limit are dropped): range splits
+    # n evenly, and blocks a few rows short of a batch were bundled two to a replica-stage task,
+    # which doubled the rows in flight and held finished batches back (RESULTS, hand-off).
     n = max(0, limit - prompts.first)
     blocks = max(1, math.ceil(n / cfg.batch_size))
-    ds = ray.data.range(n, override_num_blocks=blocks)
-    return ds.map_batches(prompts, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS), blocks
+    ds = ray.data.range(blocks * cfg.batch_size, override_num_blocks=blocks)
+    stream = dataclasses.replace(prompts, last=limit)
+    return ds.map_batches(stream, batch_size=cfg.batch_size, num_cpus=LIGHT_STAGE_CPUS), blocks
 
 
 def stream_engine(

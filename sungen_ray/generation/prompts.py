@@ -101,6 +101,7 @@ class PromptStream:
     examples_per_prompt: int = 2
     first: int = 0  # the first position streamed (a resumed pass goes on where it stopped)
     skip: frozenset[int] = frozenset()  # row ids a resumed pass consumed beyond ``first``
+    last: int | None = None  # the first position not streamed (blocks are padded to whole engine batches)
 
     def __post_init__(self) -> None:
         self.cycle = label_cycle(self.counts)
@@ -128,7 +129,8 @@ class PromptStream:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ray Data ``map_batches`` over ``ray.data.range``: positions in, prompt rows out."""
-        rows = [self.row(int(p) + self.first) for p in batch["id"]]
+        positions = (int(p) + self.first for p in batch["id"])
+        rows = [self.row(p) for p in positions if self.last is None or p < self.last]
         rows = [r for r in rows if r["row_id"] not in self.skip]
         return {
             "row_id": np.array([r["row_id"] for r in rows], dtype=np.int64),
