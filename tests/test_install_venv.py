@@ -55,3 +55,15 @@ def test_no_configuration_leaves_uv_on_its_defaults():
     flags, env = installer.uv_options(installer.pip_settings(""))
     assert flags == ["--index-strategy", "unsafe-best-match"]
     assert env == {}
+
+
+def test_installed_packages_carry_their_bytecode():
+    """pip compiles bytecode at install, uv only when asked (``--compile-bytecode``). Where
+    PYTHONDONTWRITEBYTECODE is set, as on the development machine, a venv without it recompiles
+    every module in every process: `import vllm` 8.9-9.2 s instead of 3.5 s, and each engine
+    replica's start about 30 s longer in the demo."""
+    import importlib.util
+
+    import torch
+
+    assert Path(importlib.util.cache_from_source(torch.__file__)).is_file()

@@ -88,7 +88,7 @@ def install_with_uv(python: str, extra: str) -> None:
     flags, env = uv_options(settings)
     uv = [str(Path(python).parent / "uv"), "pip"]
     # No cache: uv's cache holds every wheel unpacked (4 GB for this set), pip's holds none here.
-    base = [*uv, "install", "--quiet", "--no-cache", "--python", python, *flags]
+    base = [*uv, "install", "--quiet", "--no-cache", "--compile-bytecode", "--python", python, *flags]
     if extra == "cpu":
         _run([*base, "torch==2.13.0"], env)
     _run([*base, "-e", f".[{extra},dev]"], env)
