@@ -1,8 +1,8 @@
 """Install sungen-ray and its extras into a virtual environment, with uv where it can.
 
-`make install` spent about two minutes in pip on a fresh clone (most of `make demo`'s time outside
-the pipeline, and of every CI run's set-up); uv installs the same pinned set in about twenty
-seconds (docs/RESULTS.md, "Installing with uv"). uv does not read pip's configuration, so the
+`make install` spent 130-139 s in pip on a fresh clone (most of `make demo`'s time outside the
+pipeline, and of every CI run's set-up); uv installs the same pinned set, bytecode compiled, in
+42-48 s (docs/RESULTS.md, "Installing with uv"). uv does not read pip's configuration, so the
 indexes, wheel folders, constraints and certificate pip would use are handed to it explicitly:
 both installers then resolve from the same sources. pip stays the fallback (``--installer pip``,
 or when uv cannot be installed or fails), so a machine where uv is unavailable still installs.
