@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -41,8 +42,21 @@ RUN = [
 # the driver's stage lines, in run order
 PHASES = ["round 0 generate", "round 0 reweight", "round 1 generate", "round 1 reweight", "final training"]
 # seconds after a phase starts (generation: after its first output, once the engines are up, so the
-# kill lands among its rows, ~2 s); the others take a second or less on this pool
+# kill lands among its rows, ~2 s); the others take a second or less on this pool, and at most 0.8 of
+# what the uninterrupted run spent in them (a faster machine ran the final stage in under 0.5 s, and
+# the kill meant for it came after the run had finished)
 DELAYS = {"generate": (0.0, 1.0), "reweight": (0.0, 0.3), "final": (0.0, 0.5)}
+STAGE_SHARE = 0.8
+
+
+def _stage_seconds(output: str) -> dict[str, float]:
+    """Each phase's duration in a driver's output (``[pipeline] round 0 reweight: finished in 3.3 s``)."""
+    found = {}
+    for name in PHASES:
+        hit = re.search(rf"\[pipeline\] {re.escape(name)}[^:]*: finished in ([0-9.]+) s", output)
+        if hit:
+            found[name] = float(hit.group(1))
+    return found
 
 
 def _command(out: Path) -> list[str]:
@@ -56,17 +70,21 @@ def _phase(line: str) -> tuple[int, str] | None:
     return None
 
 
-def _run_and_kill(out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict) -> str | None:
+def _run_and_kill(
+    out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict, spans: dict[str, float]
+) -> str | None:
     """Run the driver; once a phase at or after ``first_phase`` starts, SIGKILL it a random moment
     later. Returns the phase in progress at the kill (None: the run finished first); the driver's
     lines are added to ``seen``. The stages earlier runs finished are not redone."""
     finished = stage_stamps(out)
-    running = _run_until_killed(out, first_phase, rng, seen, env)
+    running = _run_until_killed(out, first_phase, rng, seen, env, spans)
     assert not redone(finished), f"finished stages redone: {redone(finished)}"
     return running
 
 
-def _run_until_killed(out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict) -> str | None:
+def _run_until_killed(
+    out: Path, first_phase: int, rng: random.Random, seen: list[str], env: dict, spans: dict[str, float]
+) -> str | None:
     proc = subprocess.Popen(
         _command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -94,7 +112,7 @@ def _run_until_killed(out: Path, first_phase: int, rng: random.Random, seen: lis
         running = PHASES[k] if what == "starting" else None
         if what == "starting" and k >= first_phase and kill_at is None and not PHASES[k].endswith("generate"):
             lo, hi = DELAYS[PHASES[k].split()[-1] if k < 4 else "final"]
-            kill_at = time.time() + rng.uniform(lo, hi)
+            kill_at = time.time() + rng.uniform(lo, min(hi, STAGE_SHARE * spans.get(PHASES[k], hi)))
     proc.wait(timeout=60)
     assert proc.returncode == 0, f"the driver failed (exit {proc.returncode})"
     return None
@@ -115,12 +133,14 @@ def test_five_random_kills_end_as_an_uninterrupted_run(ray_local, default_model,
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     done = subprocess.run(_command(ref), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
+    spans = _stage_seconds(done.stdout)
+    assert set(spans) == set(PHASES), f"stage times missing from the driver's output: {spans}"
 
     rng = random.Random(22)
     seen: list[str] = []
-    killed_in = [_run_and_kill(out, k, rng, seen, env) for k in range(len(PHASES))]
-    assert _run_and_kill(out, len(PHASES), rng, seen, env) is None  # the last resume runs to the end
-    print(f"killed during: {killed_in}")
+    killed_in = [_run_and_kill(out, k, rng, seen, env, spans) for k in range(len(PHASES))]
+    assert _run_and_kill(out, len(PHASES), rng, seen, env, spans) is None  # the last resume runs to the end
+    print(f"killed during: {killed_in}; uninterrupted stage seconds: {spans}")
     kinds = {p.split()[-1] for p in killed_in if p}
     assert {"generate", "reweight", "training"} <= kinds, f"kills landed in {killed_in}"
     resumed = [line for line in seen if "[generate] resuming:" in line and "resuming: 0 samples" not in line]
