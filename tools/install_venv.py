@@ -70,14 +70,20 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, **(env or {})})
 
 
+def _install_project(install: list[str], uninstall: list[str], extra: str, env: dict[str, str] | None = None) -> None:
+    """The project's packages through ``install`` (pip's or uv's command): the CPU torch build
+    first, so the extra's vLLM does not pull another, then the extra and dev tools."""
+    if extra == "cpu":
+        _run([*install, "torch==2.13.0"], env)
+    _run([*install, "-e", f".[{extra},dev]"], env)
+    if extra == "cpu":
+        subprocess.run([*uninstall, *_CPU_UNWANTED], check=False)
+
+
 def install_with_pip(python: str, extra: str) -> None:
     pip = [python, "-m", "pip"]
     _run([*pip, "install", "-qq", "--upgrade", "pip"])
-    if extra == "cpu":
-        _run([*pip, "install", "-qq", "torch==2.13.0"])
-    _run([*pip, "install", "-qq", "-e", f".[{extra},dev]"])
-    if extra == "cpu":
-        subprocess.run([*pip, "uninstall", "-qq", "-y", *_CPU_UNWANTED], check=False)
+    _install_project([*pip, "install", "-qq"], [*pip, "uninstall", "-qq", "-y"], extra)
 
 
 def install_with_uv(python: str, extra: str) -> None:
@@ -88,12 +94,8 @@ def install_with_uv(python: str, extra: str) -> None:
     flags, env = uv_options(settings)
     uv = [str(Path(python).parent / "uv"), "pip"]
     # No cache: uv's cache holds every wheel unpacked (4 GB for this set), pip's holds none here.
-    base = [*uv, "install", "--quiet", "--no-cache", "--compile-bytecode", "--python", python, *flags]
-    if extra == "cpu":
-        _run([*base, "torch==2.13.0"], env)
-    _run([*base, "-e", f".[{extra},dev]"], env)
-    if extra == "cpu":
-        subprocess.run([*uv, "uninstall", "--quiet", "--python", python, *_CPU_UNWANTED], check=False)
+    install = [*uv, "install", "--quiet", "--no-cache", "--compile-bytecode", "--python", python, *flags]
+    _install_project(install, [*uv, "uninstall", "--quiet", "--python", python], extra, env)
 
 
 def main(argv: list[str] | None = None) -> int:
