@@ -1,0 +1,118 @@
+"""What a round's Ray Data stream costs beyond decoding the rows it keeps: a real ``generate`` call
+on one warm vLLM replica, each engine batch's timeline tapped as it reaches the driver, then the
+same batches (same row ids, prompts and seed, so the same tokens) sent straight to the replica
+actor, four in flight, refilled as each returns.
+
+Printed per path: every batch's submit, finish (its last row's ``t_done``) and arrival at the
+driver, in seconds from the call's start, and the whole time; then the ratio. The stream's extra
+time is what lies outside the engine's work on those rows: batches decoded for the stream's end
+that never reach the driver (the driver stops once every label is full), and finished batches
+held back until the next wave's arrive.
+
+    python benchmarks/stream_waves.py --samples 500 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+
+
+def _timeline(name: str, batches: list[tuple], t0: float, t1: float) -> None:
+    print(f"{name}: {t1 - t0:.1f} s, {len(batches)} batches reached the driver", flush=True)
+    for row, submit, done, arrived, _ in sorted(batches):
+        print(f"  rows {row:5d}+  submit {submit - t0:6.2f}  finish {done - t0:6.2f}  arrive {arrived - t0:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=2, help="stream / direct pairs, alternating")
+    args = parser.parse_args()
+
+    import ray
+
+    import sungen_ray.generation.pipeline as pipeline
+    from sungen_ray.generation.config import GenerateConfig
+    from sungen_ray.generation.engine_pool import EnginePool
+    from sungen_ray.parallel.ray_runtime import ensure_ray
+
+    ensure_ray()
+    engines = EnginePool()
+    seen: list[tuple] = []
+    kept: list[dict] = []
+    stream_engine = pipeline.stream_engine
+
+    def tapped(*a, **k):  # every batch the driver reads, with its timestamps and rows
+        for batch in stream_engine(*a, **k):
+            if batch is not None and "t_submit" in batch:
+                tokens = int(np.sum(batch["num_generated_tokens"]))
+                submit, done = float(np.nanmin(batch["t_submit"])), float(np.nanmax(batch["t_done"]))
+                seen.append((int(np.min(batch["row_id"])), submit, done, time.time(), tokens))
+                kept.append({k: np.asarray(batch[k]) for k in ("row_id", "label", "label_name", "prompt")})
+            yield batch
+
+    pipeline.stream_engine = tapped
+    seeds: list[int] = []
+    stage = engines.stage
+
+    def stage_seed(ds, decoding, seed, *a, **k):
+        seeds.append(seed)
+        return stage(ds, decoding, seed, *a, **k)
+
+    engines.stage = stage_seed
+
+    def via_stream(seed: int) -> tuple[float, int]:
+        seen.clear(), kept.clear()
+        with tempfile.TemporaryDirectory() as out:
+            cfg = GenerateConfig(task=args.task, num_samples=args.samples, out=f"{out}/pool", seed=seed)
+            t0 = time.time()
+            pipeline.generate(cfg, engines=engines)
+            t1 = time.time()
+        _timeline("stream", seen, t0, t1)
+        return t1 - t0, sum(s[-1] for s in seen)
+
+    def direct(batches: list[dict], seed: int, decoding) -> tuple[float, int]:
+        replica, rows = engines.replicas[0], []
+        t0 = time.time()
+        pending: dict = {}
+        todo = list(batches)
+        while todo or pending:
+            while todo and len(pending) < 4:
+                pending[replica.generate.remote(todo.pop(0), "direct", decoding, seed)] = True
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            b = ray.get(done[0])
+            submit, finish = float(np.nanmin(b["t_submit"])), float(np.nanmax(b["t_done"]))
+            rows.append((int(np.min(b["row_id"])), submit, finish, time.time(), int(np.sum(b["num_generated_tokens"]))))
+        t1 = time.time()
+        _timeline("direct", rows, t0, t1)
+        return t1 - t0, sum(r[-1] for r in rows)
+
+    try:
+        via_stream(10**3)  # engine start and warm-up, untimed
+        times: dict[str, list[float]] = {"stream": [], "direct": []}
+        for _ in range(args.repeats):
+            seconds, stream_tokens = via_stream(0)
+            times["stream"].append(seconds)
+            batches = sorted(kept, key=lambda b: int(b["row_id"][0]))
+            seconds, direct_tokens = direct(batches, seeds[-1], engines.opts.decoding)
+            times["direct"].append(seconds)
+            same = (
+                "same tokens"
+                if stream_tokens == direct_tokens
+                else f"tokens differ ({stream_tokens} vs {direct_tokens})"
+            )
+            print(f"pair: stream {times['stream'][-1]:.1f} s, direct {seconds:.1f} s over the same rows, {same}")
+        s, d = np.mean(times["stream"]), np.mean(times["direct"])
+        print(f"mean: stream {s:.1f} s, direct {d:.1f} s, ratio stream / direct {s / d:.3f}")
+    finally:
+        engines.shutdown()
+
+
+if __name__ == "__main__":
+    main()
