@@ -21,6 +21,13 @@ import time
 import numpy as np
 
 
+def _batch_times(batch: dict) -> tuple:
+    """(first row id, first submit, last finish, arrival now, tokens) of one engine batch."""
+    submit, finish = float(np.nanmin(batch["t_submit"])), float(np.nanmax(batch["t_done"]))
+    tokens = int(np.sum(batch["num_generated_tokens"]))
+    return int(np.min(batch["row_id"])), submit, finish, time.time(), tokens
+
+
 def _timeline(name: str, batches: list[tuple], t0: float, t1: float) -> None:
     print(f"{name}: {t1 - t0:.1f} s, {len(batches)} batches reached the driver", flush=True)
     for row, submit, done, arrived, _ in sorted(batches):
@@ -43,17 +50,15 @@ def main() -> None:
 
     ensure_ray()
     engines = EnginePool()
-    seen: list[tuple] = []
-    kept: list[dict] = []
+    timeline: list[tuple] = []  # _batch_times of every batch the driver read
+    read: list[dict] = []  # those batches' rows, to send straight to the replica
     stream_engine = pipeline.stream_engine
 
-    def tapped(*a, **k):  # every batch the driver reads, with its timestamps and rows
+    def tapped(*a, **k):
         for batch in stream_engine(*a, **k):
             if batch is not None and "t_submit" in batch:
-                tokens = int(np.sum(batch["num_generated_tokens"]))
-                submit, done = float(np.nanmin(batch["t_submit"])), float(np.nanmax(batch["t_done"]))
-                seen.append((int(np.min(batch["row_id"])), submit, done, time.time(), tokens))
-                kept.append({k: np.asarray(batch[k]) for k in ("row_id", "label", "label_name", "prompt")})
+                timeline.append(_batch_times(batch))
+                read.append({k: np.asarray(batch[k]) for k in ("row_id", "label", "label_name", "prompt")})
             yield batch
 
     pipeline.stream_engine = tapped
@@ -67,28 +72,26 @@ def main() -> None:
     engines.stage = stage_seed
 
     def via_stream(seed: int) -> tuple[float, int]:
-        seen.clear(), kept.clear()
+        timeline.clear()
+        read.clear()
         with tempfile.TemporaryDirectory() as out:
             cfg = GenerateConfig(task=args.task, num_samples=args.samples, out=f"{out}/pool", seed=seed)
             t0 = time.time()
             pipeline.generate(cfg, engines=engines)
             t1 = time.time()
-        _timeline("stream", seen, t0, t1)
-        return t1 - t0, sum(s[-1] for s in seen)
+        _timeline("stream", timeline, t0, t1)
+        return t1 - t0, sum(b[-1] for b in timeline)
 
     def direct(batches: list[dict], seed: int, decoding) -> tuple[float, int]:
         replica, rows = engines.replicas[0], []
         t0 = time.time()
-        pending: dict = {}
+        pending: list = []
         todo = list(batches)
         while todo or pending:
             while todo and len(pending) < 4:
-                pending[replica.generate.remote(todo.pop(0), "direct", decoding, seed)] = True
-            done, _ = ray.wait(list(pending), num_returns=1)
-            pending.pop(done[0])
-            b = ray.get(done[0])
-            submit, finish = float(np.nanmin(b["t_submit"])), float(np.nanmax(b["t_done"]))
-            rows.append((int(np.min(b["row_id"])), submit, finish, time.time(), int(np.sum(b["num_generated_tokens"]))))
+                pending.append(replica.generate.remote(todo.pop(0), "direct", decoding, seed))
+            done, pending = ray.wait(pending, num_returns=1)
+            rows.append(_batch_times(ray.get(done[0])))
         t1 = time.time()
         _timeline("direct", rows, t0, t1)
         return t1 - t0, sum(r[-1] for r in rows)
@@ -99,7 +102,7 @@ def main() -> None:
         for _ in range(args.repeats):
             seconds, stream_tokens = via_stream(0)
             times["stream"].append(seconds)
-            batches = sorted(kept, key=lambda b: int(b["row_id"][0]))
+            batches = sorted(read, key=lambda b: int(b["row_id"][0]))
             seconds, direct_tokens = direct(batches, seeds[-1], engines.opts.decoding)
             times["direct"].append(seconds)
             same = (

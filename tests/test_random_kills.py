@@ -112,7 +112,7 @@ def _run_until_killed(
         running = PHASES[k] if what == "starting" else None
         if what == "starting" and k >= first_phase and kill_at is None and not PHASES[k].endswith("generate"):
             lo, hi = DELAYS[PHASES[k].split()[-1] if k < 4 else "final"]
-            kill_at = time.time() + rng.uniform(lo, min(hi, STAGE_SHARE * spans.get(PHASES[k], hi)))
+            kill_at = time.time() + rng.uniform(lo, min(hi, STAGE_SHARE * spans[PHASES[k]]))
     proc.wait(timeout=60)
     assert proc.returncode == 0, f"the driver failed (exit {proc.returncode})"
     return None
