@@ -43,3 +43,39 @@ def test_leaving_a_blocked_stream_ends_its_execution(ray_local):
             pass
     running = _wait_gone(before, 10)
     assert not running, f"Ray Data executions {sorted(running)} still running 10 s after the stall"
+
+
+def test_a_finished_block_reaches_the_reader_before_the_next_one_exists(ray_local):
+    # Each engine batch is one block, and the driver stops the stream from what it has read. Ray
+    # Data's local prefetch (prefetch_batches=1) handed block k over only once block k+1 existed, so
+    # the last batch of each engine wave reached the driver a wave late and the stream's last wave
+    # decoded rows nobody needed (RESULTS, the stream's last wave). Here block 1 is produced only
+    # once the reader holds block 0: with that lag nothing arrives, and the stall deadline fires.
+    import asyncio
+
+    ray = ray_local
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.opened = asyncio.Event()
+
+        async def wait(self) -> None:
+            await self.opened.wait()
+
+        async def open(self) -> None:
+            self.opened.set()
+
+    gate = Gate.remote()
+
+    def after_the_reader_has_block_0(batch):
+        if int(batch["id"][0]) > 0:
+            ray.get(gate.wait.remote())
+        return batch
+
+    ds = ray.data.range(2, override_num_blocks=2).map_batches(after_the_reader_has_block_0, batch_size=1)
+    got = []
+    for batch in stream_dataset(ds, timeout_s=30):
+        got.extend(int(i) for i in batch["id"])
+        ray.get(gate.open.remote())
+    assert got == [0, 1]

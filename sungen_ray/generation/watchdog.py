@@ -29,9 +29,14 @@ def stream_dataset(
     ``ordered``: batches come back in input order, so which rows a pass keeps (the first usable
     ones per label) and where a resumed pass goes on depend on the prompts alone, not on which
     replica or upstream task finished first. A late batch holds the ones behind it only in the driver's
-    queue; the engines keep working (``benchmarks/stream_order.py`` measures the cost)."""
+    queue; the engines keep working (``benchmarks/stream_order.py`` measures the cost).
+
+    No local prefetch: with one batch prefetched (Ray Data's default), block k is handed over only
+    once block k+1 exists, so each engine wave's last batch reached the driver a wave late, and the
+    driver decided when to stop on a view one wave old. A block is one engine batch of text, so
+    fetching it when it is read costs little."""
     ds.context.execution_options.preserve_order = ordered  # this pipeline's own context copy
-    batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0)
 
     def on_exit() -> None:
         end_execution(ds)
