@@ -1,13 +1,14 @@
 """What a round's Ray Data stream costs beyond decoding the rows it keeps: a real ``generate`` call
-on one warm vLLM replica, each engine batch's timeline tapped as it reaches the driver, then the
-same batches (same row ids, prompts and seed, so the same tokens) sent straight to the replica
+on one warm vLLM replica, each engine batch's timeline tapped as it reaches the driver, run once
+without the driver's row limit (``generation/row_limit.py``: every batch the stream hands a replica
+is decoded) and once with it, then the same batches the driver read sent straight to the replica
 actor, four in flight, refilled as each returns.
 
 Printed per path: every batch's submit, finish (its last row's ``t_done``) and arrival at the
-driver, in seconds from the call's start, and the whole time; then the ratio. The stream's extra
+driver, in seconds from the call's start, and the whole time; then the ratios. The stream's extra
 time is what lies outside the engine's work on those rows: batches decoded for the stream's end
-that never reach the driver (the driver stops once every label is full), and finished batches
-held back until the next wave's arrive.
+that never reach the driver (the driver stops once every label is full), which the row limit holds
+back. The two streams must keep the same pool (the run stops if not).
 
     python benchmarks/stream_waves.py --samples 500 --repeats 2
 """
@@ -19,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 
 
 def _batch_times(batch: dict) -> tuple:
@@ -55,11 +57,19 @@ def main() -> None:
     stream_engine = pipeline.stream_engine
 
     def tapped(*a, **k):
-        for batch in stream_engine(*a, **k):
-            if batch is not None and "t_submit" in batch:
-                timeline.append(_batch_times(batch))
-                read.append({k: np.asarray(batch[k]) for k in ("row_id", "label", "label_name", "prompt")})
-            yield batch
+        batches, stream = stream_engine(*a, **k)
+
+        def read_all():
+            try:
+                for batch in batches:
+                    if batch is not None and "t_submit" in batch:
+                        timeline.append(_batch_times(batch))
+                        read.append({k: np.asarray(batch[k]) for k in ("row_id", "label", "label_name", "prompt")})
+                    yield batch
+            finally:
+                batches.close()
+
+        return read_all(), stream
 
     pipeline.stream_engine = tapped
     seeds: list[int] = []
@@ -70,17 +80,20 @@ def main() -> None:
         return stage(ds, decoding, seed, *a, **k)
 
     engines.stage = stage_seed
+    set_limit = engines.set_limit
 
-    def via_stream(seed: int) -> tuple[float, int]:
+    def via_stream(seed: int, limit: bool) -> tuple[float, int, list]:
         timeline.clear()
         read.clear()
+        engines.set_limit = set_limit if limit else lambda stream, row: None
         with tempfile.TemporaryDirectory() as out:
             cfg = GenerateConfig(task=args.task, num_samples=args.samples, out=f"{out}/pool", seed=seed)
             t0 = time.time()
             pipeline.generate(cfg, engines=engines)
             t1 = time.time()
-        _timeline("stream", timeline, t0, t1)
-        return t1 - t0, sum(b[-1] for b in timeline)
+            pool = pq.read_table(f"{out}/pool/data", columns=["text", "label"]).to_pylist()
+        _timeline("stream" if limit else "stream, no row limit", timeline, t0, t1)
+        return t1 - t0, sum(b[-1] for b in timeline), pool
 
     def direct(batches: list[dict], seed: int, decoding) -> tuple[float, int]:
         replica, rows = engines.replicas[0], []
@@ -97,11 +110,15 @@ def main() -> None:
         return t1 - t0, sum(r[-1] for r in rows)
 
     try:
-        via_stream(10**3)  # engine start and warm-up, untimed
-        times: dict[str, list[float]] = {"stream": [], "direct": []}
+        via_stream(10**3, limit=True)  # engine start and warm-up, untimed
+        times: dict[str, list[float]] = {"no_limit": [], "stream": [], "direct": []}
         for _ in range(args.repeats):
-            seconds, stream_tokens = via_stream(0)
+            seconds, _, unlimited_pool = via_stream(0, limit=False)
+            times["no_limit"].append(seconds)
+            seconds, stream_tokens, pool = via_stream(0, limit=True)
             times["stream"].append(seconds)
+            if pool != unlimited_pool:
+                raise SystemExit("the row limit changed the pool: the two streams kept different rows")
             batches = sorted(read, key=lambda b: int(b["row_id"][0]))
             seconds, direct_tokens = direct(batches, seeds[-1], engines.opts.decoding)
             times["direct"].append(seconds)
@@ -110,9 +127,15 @@ def main() -> None:
                 if stream_tokens == direct_tokens
                 else f"tokens differ ({stream_tokens} vs {direct_tokens})"
             )
-            print(f"pair: stream {times['stream'][-1]:.1f} s, direct {seconds:.1f} s over the same rows, {same}")
-        s, d = np.mean(times["stream"]), np.mean(times["direct"])
-        print(f"mean: stream {s:.1f} s, direct {d:.1f} s, ratio stream / direct {s / d:.3f}")
+            print(
+                f"repeat: stream without row limit {times['no_limit'][-1]:.1f} s, with it {times['stream'][-1]:.1f} s "
+                f"(same pool), direct {seconds:.1f} s over the same rows, {same}"
+            )
+        n, s, d = (np.mean(times[k]) for k in ("no_limit", "stream", "direct"))
+        print(
+            f"mean: stream without row limit {n:.1f} s, with it {s:.1f} s, direct {d:.1f} s; "
+            f"ratios: with / without {s / n:.3f}, with / direct {s / d:.3f}, without / direct {n / d:.3f}"
+        )
     finally:
         engines.shutdown()
 

@@ -411,3 +411,137 @@ def test_transformers_rows_are_seeded_per_row_whatever_their_batch(transformers_
     assert not differing, f"rows {differing} gave different texts in different batches (not seeded per row)"
     assert all(abs(a[1] - b[1]) < 1e-3 for a, b in seen.values())
     assert len({v[0][0] for v in seen.values()}) == len(ids), "distinct row ids sampled the same text"
+
+
+def test_vllm_row_limit_holds_batches_past_need_and_keeps_the_pool(ray_local, default_model, tmp_path):
+    # In a round's last engine wave the driver needed about half the batches; the rest were decoded
+    # beside them until every label was full, and the wave took twice as long (RESULTS, the stream's
+    # last wave). The driver's row limit holds those batches in the replica. Here the engine takes
+    # two batches at a time, so a stream has waves to hold back from: the pool must be the one the
+    # stream gives without a limit, row for row, with rows held back when the stream ended.
+    import numpy as np
+
+    from sungen_ray.generation.engine_pool import EnginePool
+
+    engines = EnginePool()
+    try:
+        pools, manifests = [], []
+        for limit in (False, True):
+            if limit:
+                del engines.set_limit  # the pool's own method again
+            else:
+                engines.set_limit = lambda stream, row: None  # the stream as it was before the limit
+            out = tmp_path / f"pool-{limit}"
+            cfg = GenerateConfig(
+                task=SHORT_SST2,
+                num_samples=40,
+                out=str(out),
+                engine="vllm",
+                batch_size=8,
+                replicas=1,
+                max_num_seqs=16,
+                seed=7,
+            )
+            manifests.append(generate(cfg, engines=engines))
+            pools.append(pq.read_table(out / "data", columns=["idx", "text", "label"]).to_pylist())
+        assert pools[0] == pools[1], "the row limit changed which rows the pool kept"
+        ends = [m["stream_end_rows"] for m in manifests]
+        assert ends[0]["held"] == 0 and ends[1]["held"] > 0, ends
+        assert engines.starts == 1
+        _held_batch_goes_ahead_when_raised_or_idle_and_ends_aborted(engines, np)
+        _rows_sent_as_the_stream_ends_are_aborted(engines, np)
+    finally:
+        engines.shutdown()
+
+
+def _held_batch_goes_ahead_when_raised_or_idle_and_ends_aborted(engines, np) -> None:
+    """A batch past its stream's limit waits in the replica: it is submitted to vLLM only once the
+    limit is raised past it, or once the stream has left the engine idle ``HOLD_IDLE_S`` (a lost
+    ``set_limit`` must not stall a run), and answers aborted when the stream ends. The driver's
+    calls may run out of order in the control group: a lower-numbered one does not undo a later."""
+    import time
+
+    import ray
+
+    from sungen_ray.generation.engine_pool import ABORTED, CONTROL, HOLD_IDLE_S
+
+    replica = engines.replicas[0]
+    decoding = load_task(SHORT_SST2).decoding
+
+    def set_limit(stream: str, call: int, row: int) -> None:
+        ray.get(replica.set_limit.options(concurrency_group=CONTROL).remote(stream, call, row))
+
+    def batch(first: int, n: int = 4) -> dict:
+        return {
+            "row_id": np.arange(first, first + n),
+            "label": np.zeros(n, dtype=np.int64),
+            "label_name": np.array(["negative"] * n, dtype=object),
+            "prompt": np.array(['Write a negative movie review: "'] * n, dtype=object),
+        }
+
+    set_limit("raised", 0, 8)
+    held = replica.generate.remote(batch(8), "raised", decoding, 0)
+    time.sleep(2.0)
+    raised_at = time.time()
+    set_limit("raised", 1, 16)
+    out = ray.get(held, timeout=120)
+    assert not any(out["error"]) and float(np.min(out["t_submit"])) >= raised_at, "held past a raised limit"
+
+    set_limit("idle", 0, 0)
+    asked = time.time()
+    out = ray.get(replica.generate.remote(batch(0), "idle", decoding, 0), timeout=120)
+    waited = float(np.min(out["t_submit"])) - asked
+    assert not any(out["error"]) and waited >= HOLD_IDLE_S - 0.5, f"went ahead after {waited:.1f} s"
+
+    set_limit("ended", 0, 0)
+    ended = replica.generate.remote(batch(0), "ended", decoding, 0)
+    time.sleep(1.0)
+    engines.end_stream("ended")
+    assert (ray.get(ended, timeout=30)["error"] == ABORTED).all()
+    assert engines.ends["ended"] == {"aborted": 0, "held": 4}
+
+    set_limit("order", 5, 1000)
+    set_limit("order", 4, 0)  # an older call, run late
+    asked = time.time()
+    out = ray.get(replica.generate.remote(batch(0), "order", decoding, 0), timeout=120)
+    assert float(np.min(out["t_submit"])) - asked < HOLD_IDLE_S - 1, "an older limit call undid a later one"
+
+
+def _rows_sent_as_the_stream_ends_are_aborted(engines, np) -> None:
+    """The replica stream's client hands a replica the next batches the moment a wave finishes, so
+    the driver ends the stream just after some rows were sent. vLLM registers a text request only
+    once it is tokenized, off the event loop, and ignored an abort that came before: up to 98 of
+    128 such rows then decoded to their end, into the next stream's first wave (7-9 s of engine
+    time). ``end_stream`` must leave none of the stream's rows running."""
+    import time
+
+    import ray
+
+    from sungen_ray.generation.engine_pool import ABORTED
+
+    replica = engines.replicas[0]
+    decoding = load_task(SHORT_SST2).decoding
+    for trial, delay in enumerate((0.0, 0.01, 0.02, 0.05)):
+        stream = f"ending-{trial}"
+        calls = [
+            replica.generate.remote(
+                {
+                    "row_id": np.arange(first, first + 32),
+                    "label": np.ones(32, dtype=np.int64),
+                    "label_name": np.array(["positive"] * 32, dtype=object),
+                    "prompt": np.array(['Write a positive movie review: "'] * 32, dtype=object),
+                },
+                stream,
+                decoding,
+                0,
+            )
+            for first in (0, 32)
+        ]
+        time.sleep(delay)
+        engines.end_stream(stream)
+        ended = time.time()
+        outs = ray.get(calls, timeout=120)
+        done = np.concatenate([o["t_done"] for o in outs]).astype(float)
+        ran_on = np.concatenate([o["error"] for o in outs]) != ABORTED
+        late = done[ran_on] - ended
+        assert not (late > 0.5).any(), f"{int((late > 0.5).sum())} rows decoded on {late.max():.1f} s after end_stream"

@@ -43,8 +43,13 @@ from sungen_ray.parallel.quiet import is_verbose
 from sungen_ray.parallel.ray_runtime import engine_log_env
 from sungen_ray.tasks.spec import Decoding
 
-CONTROL = "control"  # the replicas' concurrency group for end_stream / shutdown
+CONTROL = "control"  # the replicas' concurrency group for end_stream / set_limit / shutdown
 ABORTED = "aborted: the stream this batch belonged to had ended"
+# A batch held past its stream's row limit goes ahead once the stream has left the engine idle this
+# long: the driver raises the limit within a hand-off (~0.1 s) when it needs more rows, so this only
+# keeps a lost or late set_limit from stalling the stream.
+HOLD_IDLE_S = 5.0
+ABORT_FOR_S = 10.0  # how long end_stream goes on aborting rows vLLM had not registered yet
 
 
 WORKER_PROCESS_ENV = "SUNGEN_RAY_VLLM_WORKER_PROCESS"
@@ -71,6 +76,7 @@ class VLLMReplica:
         self.engine_id = engine_id()
         self.ended: set[str] = set()
         self.requests: dict[str, set[str]] = {}
+        self.running: set[str] = set()  # request ids in flight, all streams
         self.ids = itertools.count()
         # vLLM's client talks to its engine core over one ZeroMQ socket, which is not thread-safe:
         # every engine call runs on the loop of the first one (Ray gives the control group its own
@@ -78,6 +84,10 @@ class VLLMReplica:
         # killed the replica in libzmq (router.cpp: !_current_out).
         self.loop = None
         self.engine_threads: set[int] = set()
+        self.limits: dict[str, tuple[int, int]] = {}  # stream -> (driver's call number, row limit)
+        self.wakes: dict = {}  # stream -> asyncio.Event set when its limit moves or it ends
+        self.last_done: dict[str, float] = {}  # stream -> when its last request here finished
+        self.held: dict[str, int] = {}  # stream -> rows waiting in _admit now
 
     def _engine_loop(self):
         import asyncio
@@ -94,6 +104,7 @@ class VLLMReplica:
         if stream in self.ended:
             return result_columns(batch, ABORTED, self.engine_id)
         self._engine_loop()
+        await self._admit(stream, int(np.min(batch["row_id"])), len(batch["row_id"]))
         rows = list(zip(map(int, batch["row_id"]), map(str, batch["prompt"])))
         outs = await asyncio.gather(*(self._one(stream, prompt, decoding, seed, row_id) for row_id, prompt in rows))
         if self.engine.errored:  # a dead engine core: exit, so Ray restarts the replica and re-sends the call
@@ -113,6 +124,7 @@ class VLLMReplica:
             return "", [], None, ABORTED, time.time(), time.time()
         request_id = f"{stream}-{row_id}-{next(self.ids)}"
         self.requests.setdefault(stream, set()).add(request_id)
+        self.running.add(request_id)
         t_submit = time.time()
         final = None
         try:
@@ -126,11 +138,54 @@ class VLLMReplica:
             return "", [], None, f"{type(exc).__name__}: {exc}"[:500], t_submit, time.time()
         finally:
             self.requests.get(stream, set()).discard(request_id)
+            self.running.discard(request_id)
+            self.last_done[stream] = time.monotonic()
         if final is None or not final.outputs:
             return "", [], None, ABORTED, t_submit, time.time()
         o = final.outputs[0]
         err = ABORTED if o.finish_reason == "abort" else ""
         return o.text, list(o.token_ids), o.logprobs, err, t_submit, time.time()
+
+    async def _admit(self, stream: str, first_row: int, rows: int) -> None:
+        """Hold a batch whose rows all lie at or past its stream's row limit (``set_limit``): the
+        driver expects to need none of them, and decoding them beside the rows it does need made
+        the stream's last engine wave take twice as long (docs/RESULTS.md). Holding, not aborting,
+        keeps every row that is decoded decoded as it would be without a limit: the driver raises
+        the limit when it needs more, the batch then goes ahead, and the pool is the same."""
+        import asyncio
+
+        held_at = time.monotonic()
+        self.held[stream] = self.held.get(stream, 0) + rows
+        try:
+            while first_row >= self.limits.get(stream, (0, math.inf))[1] and stream not in self.ended:
+                idle_from = max(held_at, self.last_done.get(stream, held_at))
+                if not self.requests.get(stream) and time.monotonic() - idle_from >= HOLD_IDLE_S:
+                    return
+                wake = self.wakes.setdefault(stream, asyncio.Event())
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.held[stream] = self.held.get(stream, 0) - rows
+
+    def _wake(self, stream: str) -> None:
+        wake = self.wakes.pop(stream, None)
+        if wake is not None:
+            wake.set()
+
+    async def set_limit(self, stream: str, call: int, row: int) -> None:
+        """Hold ``stream``'s batches that start at row id ``row`` or later (``_admit``). ``call``
+        numbers the driver's calls, which the control group may run out of order."""
+        if call <= self.limits.get(stream, (-1, 0))[0]:
+            return
+        self.limits[stream] = (call, row)
+        if self.loop is not None:
+
+            async def wake() -> None:
+                self._wake(stream)
+
+            await self._on_engine_loop(wake())
 
     async def score(self, seqs: list[list[int]], starts: list[int]) -> list[float]:
         """Summed log-prob of each token sequence from position ``starts[i]`` on: one prefill per
@@ -157,13 +212,15 @@ class VLLMReplica:
 
         return list(await asyncio.gather(*(one(ids, start) for ids, start in zip(seqs, starts))))
 
-    async def end_stream(self, stream: str) -> int:
+    async def end_stream(self, stream: str) -> dict[str, int]:
         """Abort what ``stream`` still has in this engine, and answer its later calls at once.
-        Called in the control group (its own thread), so the abort is handed to the engine's loop."""
+        Called in the control group (its own thread), so the abort is handed to the engine's loop.
+        Returns the rows it aborted mid-decode and the rows its row limit held back."""
         self.ended.add(stream)
+        held = self.held.get(stream, 0)
         if self.loop is None:  # no request ever reached this engine
-            return 0
-        return await self._on_engine_loop(self._abort(stream))
+            return {"aborted": 0, "held": held}
+        return {"aborted": await self._on_engine_loop(self._abort(stream)), "held": held}
 
     async def _on_engine_loop(self, coro):
         """Await ``coro`` on the engine's loop, from whichever loop this call runs on."""
@@ -174,11 +231,22 @@ class VLLMReplica:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     async def _abort(self, stream: str) -> int:
+        """Abort ``stream``'s requests and wait until none of them runs. vLLM registers a text
+        request only once it is tokenized, off the loop, and ignores an abort that comes before:
+        rows handed over just before the stream ended decoded to their end, into the next stream's
+        first wave (7-9 s). So what still runs is aborted again until it has returned."""
+        import asyncio
+
         self._engine_loop()
-        pending = list(self.requests.pop(stream, ()))
-        if pending:
-            await self.engine.abort(pending)
-        return len(pending)
+        self._wake(stream)  # held batches answer aborted
+        pending = self.requests.pop(stream, set())
+        aborted = len(pending)
+        deadline = time.monotonic() + ABORT_FOR_S
+        while pending and time.monotonic() < deadline:
+            await self.engine.abort(list(pending))
+            await asyncio.sleep(0.05)
+            pending &= self.running
+        return aborted
 
     def threads_used(self) -> int:
         """How many threads have called into the engine (must stay 1: see ``__init__``)."""
@@ -212,9 +280,13 @@ class TransformersReplica:
             return result_columns(batch, ABORTED, self.generator.engine_id)
         return self.generator(batch, decoding=decoding, seed=seed)
 
-    def end_stream(self, stream: str) -> int:
+    def end_stream(self, stream: str) -> dict[str, int]:
         self.ended.add(stream)
-        return 0
+        return {"aborted": 0, "held": 0}
+
+    def set_limit(self, stream: str, call: int, row: int) -> None:
+        """Nothing is held here: a transformers replica takes one batch at a time, so the stream
+        already has no more than that batch and the one queued behind it."""
 
     def math_dtype(self) -> str:
         return str(self.generator.model.dtype).removeprefix("torch.")
@@ -247,6 +319,8 @@ class EnginePool:
     replicas: list = field(default_factory=list)
     starts: int = 0
     streams: itertools.count = field(default_factory=itertools.count)
+    limit_calls: itertools.count = field(default_factory=itertools.count)
+    ends: dict = field(default_factory=dict)  # stream -> rows aborted and held when it ended (end_stream)
 
     def serves(self, engine: str, opts: EngineOptions) -> bool:
         """Whether the running replicas can do ``opts``' work (decoding, seed, batch size are per call)."""
@@ -353,13 +427,23 @@ class EnginePool:
                 progress(finished)
         return out
 
+    def set_limit(self, stream: str, row: int) -> None:
+        """Hold ``stream``'s batches from row id ``row`` on (``VLLMReplica._admit``) until a later
+        call raises it. Not awaited: the driver goes on reading, and a replica lost with its node
+        restarts without a limit."""
+        call = next(self.limit_calls)
+        for r in self.replicas:
+            r.set_limit.options(concurrency_group=CONTROL).remote(stream, call, row)
+
     def end_stream(self, stream: str) -> None:
-        """Abort what ``stream`` still has in the engines: the next stream starts on idle replicas."""
+        """Abort what ``stream`` still has in the engines: the next stream starts on idle replicas.
+        What each replica aborted mid-decode and held back is summed into ``ends[stream]``."""
         import ray
 
         calls = [r.end_stream.options(concurrency_group=CONTROL).remote(stream) for r in self.replicas]
         try:
-            ray.get(calls, timeout=60)
+            ends = ray.get(calls, timeout=60)
+            self.ends[stream] = {k: sum(e[k] for e in ends) for k in ("aborted", "held")}
         except Exception as exc:  # noqa: BLE001 - a replica lost with its node has nothing left to abort
             print(f"[engines] could not end stream {stream} on every replica: {exc}", flush=True)
 

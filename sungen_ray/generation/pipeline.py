@@ -37,6 +37,7 @@ from sungen_ray.generation.engines import LIGHT_STAGE_CPUS, EngineOptions, in_fl
 from sungen_ray.generation.pool_writer import own_scores, pool_table, write_pool
 from sungen_ray.generation.postprocess import clean_text, drop_reason
 from sungen_ray.generation.prompts import PromptStream, label_targets
+from sungen_ray.generation.row_limit import RowLimit
 from sungen_ray.generation.staging import Tally, check_out_dir, load_staged, snapshot, stage_chunk, write_plan
 from sungen_ray.generation.watchdog import stream_dataset
 from sungen_ray.parallel.progress import EVERY_S, MIN_RATE_WINDOW_S, Progress
@@ -83,6 +84,7 @@ def consume(
     flush_every_s: float = 60.0,
     engines_up: bool = False,
     own_score: Callable[..., float] | None = None,
+    row_limit: RowLimit | None = None,
 ) -> None:
     """Pull engine output, keep usable unique rows until every label is full.
 
@@ -92,7 +94,8 @@ def consume(
     ``None`` items in ``stream`` are heartbeats (see ``watch_for_stall``): they only let progress
     print while engines start. ``on_flush`` is called every ``flush_every_s`` so kept rows reach
     disk while a long pass runs. ``own_score``: each kept row's own-label channel score from its
-    generation (``plm.channel.OwnScore``), staged with it."""
+    generation (``plm.channel.OwnScore``), staged with it. ``row_limit``: told after each batch
+    how far the stream still has to go (``row_limit.py``)."""
     stop = spec.decoding.stop
     last_flush = time.perf_counter()
     per_label = Counter(r["label"] for r in tally.kept)
@@ -100,6 +103,7 @@ def consume(
     first_output: float | None = None
     tokens0, prompts0 = tally.tokens, tally.prompts
     total = sum(targets)
+    next_row = 0  # one past the highest row id read
     progress = progress or Progress(f"generate {label}", total, start=len(tally.kept))
 
     def report(force: bool = False) -> None:
@@ -139,6 +143,7 @@ def consume(
                 continue
             tally.row_ids.add(row_id)
             tally.consumed.append(row_id)
+            next_row = max(next_row, row_id + 1)
             if "engine" in batch:
                 tally.engines.add(str(batch["engine"][i]))
             lab = int(batch["label"][i])
@@ -182,6 +187,14 @@ def consume(
                 }
             )
         done = all(per_label[k] >= t for k, t in enumerate(targets))
+        if row_limit is not None and not done:
+            labels = range(len(targets))
+            row_limit.update(
+                next_row,
+                [targets[k] - per_label[k] for k in labels],
+                [per_label[k] for k in labels],
+                [tally.prompts_per_label[k] for k in labels],
+            )
         report(force=done)
         now = time.perf_counter()
         if on_flush is not None and now - last_flush >= flush_every_s:
@@ -207,7 +220,8 @@ def run_engine(
     engines = (engines or EnginePool()).use(cfg.engine, opts)
     try:
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        yield from stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s)
+        batches, _ = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s)
+        yield from batches
     finally:
         if own:
             engines.shutdown()
@@ -234,11 +248,13 @@ def prompt_dataset(cfg: GenerateConfig, prompts: PromptStream, limit: int):
 def stream_engine(
     cfg: GenerateConfig, opts: EngineOptions, ds, blocks: int, engines: EnginePool, heartbeat_s: float | None = None
 ):
-    """``ds``'s prompt rows (``blocks`` blocks) through ``engines`` (serving ``opts``), watched."""
+    """``ds``'s prompt rows (``blocks`` blocks) through ``engines`` (serving ``opts``), watched.
+    Returns (batches, the stream's id for ``engines.set_limit``)."""
     out, stream = engines.stage(ds, opts.decoding, opts.seed, opts.batch_size, blocks)
-    return stream_dataset(
+    batches = stream_dataset(
         out, cfg.stall_timeout_s, heartbeat_s, ordered=cfg.ordered, after=lambda: engines.end_stream(stream)
     )
+    return batches, stream
 
 
 def _conditions(
@@ -374,6 +390,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         limit = max_prompts - tally.prompts
         first_chunk = 0
     consumed = resume.consumed if resume is not None else set()
+    stream_end = Counter()  # rows the engines held when the stream ended: aborted mid-decode, held back
     first = 0
     while start_id + first in consumed:
         first += 1
@@ -409,7 +426,13 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         engines_up = engines.serves(cfg.engine, opts)  # an earlier round's or this call's condition stage's
         engines.use(cfg.engine, opts)
         ds, blocks = prompt_dataset(cfg, prompts, limit)
-        stream = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s=EVERY_S)
+        stream, stream_id = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s=EVERY_S)
+        row_limit = RowLimit(
+            send=lambda row, stream_id=stream_id: engines.set_limit(stream_id, row),
+            first_row=start_id + first,
+            batch_size=cfg.batch_size,
+            shares=[c / sum(counts) for c in counts],
+        )
         try:
             consume(
                 stream,
@@ -423,6 +446,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
                 flush_every_s=cfg.flush_every_s,
                 engines_up=engines_up,
                 own_score=OwnScore(spec, model) if cfg.engine == "vllm" else None,
+                row_limit=row_limit,
             )
             ended = True
         finally:  # also on Ctrl-C or a stall: what was kept reaches the staging dir
@@ -433,6 +457,9 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
             progress.close()
             tally.close_window(opts.replicas)
             flush(ended)
+        ends = engines.ends.pop(stream_id, {})
+        for k in ("aborted", "held"):
+            stream_end[k] += ends.get(k, 0)
         attempt += 1
     seconds = time.perf_counter() - t0
     engine_starts = engines.starts - starts_before
@@ -465,6 +492,9 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         # Rows the engines may still have held when the stream stopped: discarded, never counted.
         # dropped.surplus counts the rows that came back after their label was full.
         "in_flight_bound": in_flight_rows(cfg.engine, opts),
+        # When the stream ended: rows the engines were decoding (aborted, work lost) and rows the
+        # driver's row limit had held back from them (row_limit.py)
+        "stream_end_rows": {"aborted": stream_end["aborted"], "held": stream_end["held"]},
         "dropped": {
             k: tally.dropped.get(k, 0)
             for k in ("empty", "too_short", "duplicate", "engine_error", "surplus", "reexecuted")
