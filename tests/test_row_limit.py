@@ -42,3 +42,13 @@ def test_a_stream_that_read_all_below_its_limit_and_is_short_gets_a_higher_one()
     for read in range(64, 64 * 20, 64):
         limit.update(read, need=[1, 1], kept=[5, 5], prompts=[500, 500])
         assert sent[-1] > read
+
+
+def test_a_batch_cut_short_by_a_resume_still_lets_the_next_one_through():
+    # A resumed pass skips the row ids it consumed before, so the last batch read may end before
+    # its batch boundary (here rows 8-12 of batch 8-15). A limit counted from row 13 would fall on
+    # 16 and hold batch 16-23, the very batch the driver waits for.
+    sent = []
+    limit = RowLimit(send=sent.append, first_row=0, batch_size=8, shares=[0.5, 0.5])
+    limit.update(13, need=[0, 1], kept=[6, 6], prompts=[6, 7])  # ceil(1 * 7/6 / 0.5 * 1.15) = 3 rows to go
+    assert sent == [24]

@@ -139,7 +139,8 @@ class VLLMReplica:
         finally:
             self.requests.get(stream, set()).discard(request_id)
             self.running.discard(request_id)
-            self.last_done[stream] = time.monotonic()
+            if stream not in self.ended:
+                self.last_done[stream] = time.monotonic()
         if final is None or not final.outputs:
             return "", [], None, ABORTED, t_submit, time.time()
         o = final.outputs[0]
@@ -154,20 +155,31 @@ class VLLMReplica:
         the limit when it needs more, the batch then goes ahead, and the pool is the same."""
         import asyncio
 
+        def past_limit() -> bool:
+            return first_row >= self.limits.get(stream, (0, math.inf))[1] and stream not in self.ended
+
+        if not past_limit():
+            return
         held_at = time.monotonic()
         self.held[stream] = self.held.get(stream, 0) + rows
         try:
-            while first_row >= self.limits.get(stream, (0, math.inf))[1] and stream not in self.ended:
+            while past_limit():
+                # busy: look again in HOLD_IDLE_S; idle: go ahead once idle that long
                 idle_from = max(held_at, self.last_done.get(stream, held_at))
-                if not self.requests.get(stream) and time.monotonic() - idle_from >= HOLD_IDLE_S:
+                wait = HOLD_IDLE_S if self.requests.get(stream) else idle_from + HOLD_IDLE_S - time.monotonic()
+                if wait <= 0:
                     return
                 wake = self.wakes.setdefault(stream, asyncio.Event())
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    await asyncio.wait_for(wake.wait(), timeout=wait)
                 except asyncio.TimeoutError:
                     pass
         finally:
-            self.held[stream] = self.held.get(stream, 0) - rows
+            left = self.held.get(stream, 0) - rows
+            if left > 0:
+                self.held[stream] = left
+            else:
+                self.held.pop(stream, None)
 
     def _wake(self, stream: str) -> None:
         wake = self.wakes.pop(stream, None)
@@ -239,6 +251,8 @@ class VLLMReplica:
 
         self._engine_loop()
         self._wake(stream)  # held batches answer aborted
+        self.limits.pop(stream, None)
+        self.last_done.pop(stream, None)
         pending = self.requests.pop(stream, set())
         aborted = len(pending)
         deadline = time.monotonic() + ABORT_FOR_S

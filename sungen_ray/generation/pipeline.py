@@ -103,7 +103,7 @@ def consume(
     first_output: float | None = None
     tokens0, prompts0 = tally.tokens, tally.prompts
     total = sum(targets)
-    next_row = 0  # one past the highest row id read
+    next_row = row_limit.first_row if row_limit is not None else 0  # one past the highest row id read
     progress = progress or Progress(f"generate {label}", total, start=len(tally.kept))
 
     def report(force: bool = False) -> None:
@@ -220,8 +220,11 @@ def run_engine(
     engines = (engines or EnginePool()).use(cfg.engine, opts)
     try:
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        batches, _ = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s)
-        yield from batches
+        batches, stream = stream_engine(cfg, opts, ds, blocks, engines, heartbeat_s)
+        try:
+            yield from batches  # closed with this generator, which ends the stream
+        finally:
+            engines.ends.pop(stream, None)  # kept by end_stream for a round's manifest only
     finally:
         if own:
             engines.shutdown()

@@ -54,8 +54,10 @@ class RowLimit:
         rows = rows_to_go(need, kept, prompts, self.shares)
         if rows is None:
             return
-        batches = math.ceil((next_row - self.first_row + rows) / self.batch_size)
-        limit = self.first_row + batches * self.batch_size
+        # from the end of the batch the last row read belongs to: a resumed pass skips consumed row
+        # ids, so that batch may end past next_row, and a limit inside it would hold the batch after
+        read = math.ceil((next_row - self.first_row) / self.batch_size)
+        limit = self.first_row + (read + math.ceil(rows / self.batch_size)) * self.batch_size
         if limit != self.sent:
             self.send(limit)
             self.sent = limit
