@@ -89,10 +89,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             cfg = GenerateConfig(task=args.task, num_samples=args.samples, out=f"{out}/pool", seed=seed)
             t0 = time.time()
-            pipeline.generate(cfg, engines=engines)
+            manifest = pipeline.generate(cfg, engines=engines)
             t1 = time.time()
             pool = pq.read_table(f"{out}/pool/data", columns=["text", "label"]).to_pylist()
         _timeline("stream" if limit else "stream, no row limit", timeline, t0, t1)
+        ends = manifest["stream_end_rows"]
+        print(f"  when the stream ended: {ends['aborted']} rows aborted mid-decode, {ends['held']} held back")
         return t1 - t0, sum(b[-1] for b in timeline), pool
 
     def direct(batches: list[dict], seed: int, decoding) -> tuple[float, int]:
