@@ -76,7 +76,6 @@ class VLLMReplica:
         self.engine_id = engine_id()
         self.ended: set[str] = set()
         self.requests: dict[str, set[str]] = {}
-        self.running: set[str] = set()  # request ids in flight, all streams
         self.ids = itertools.count()
         # vLLM's client talks to its engine core over one ZeroMQ socket, which is not thread-safe:
         # every engine call runs on the loop of the first one (Ray gives the control group its own
@@ -124,7 +123,6 @@ class VLLMReplica:
             return "", [], None, ABORTED, time.time(), time.time()
         request_id = f"{stream}-{row_id}-{next(self.ids)}"
         self.requests.setdefault(stream, set()).add(request_id)
-        self.running.add(request_id)
         t_submit = time.time()
         final = None
         try:
@@ -138,7 +136,6 @@ class VLLMReplica:
             return "", [], None, f"{type(exc).__name__}: {exc}"[:500], t_submit, time.time()
         finally:
             self.requests.get(stream, set()).discard(request_id)
-            self.running.discard(request_id)
             if stream not in self.ended:
                 self.last_done[stream] = time.monotonic()
         if final is None or not final.outputs:
@@ -253,13 +250,13 @@ class VLLMReplica:
         self._wake(stream)  # held batches answer aborted
         self.limits.pop(stream, None)
         self.last_done.pop(stream, None)
-        pending = self.requests.pop(stream, set())
+        pending = self.requests.get(stream, set())  # live: each request leaves it as it returns
         aborted = len(pending)
         deadline = time.monotonic() + ABORT_FOR_S
         while pending and time.monotonic() < deadline:
             await self.engine.abort(list(pending))
             await asyncio.sleep(0.05)
-            pending &= self.running
+        self.requests.pop(stream, None)
         return aborted
 
     def threads_used(self) -> int:

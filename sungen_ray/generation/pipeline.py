@@ -393,7 +393,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         limit = max_prompts - tally.prompts
         first_chunk = 0
     consumed = resume.consumed if resume is not None else set()
-    stream_end = Counter()  # rows the engines held when the stream ended: aborted mid-decode, held back
+    stream_end = {"aborted": 0, "held": 0}  # what the engines held when the stream ended (end_stream)
     first = 0
     while start_id + first in consumed:
         first += 1
@@ -460,9 +460,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
             progress.close()
             tally.close_window(opts.replicas)
             flush(ended)
-        ends = engines.ends.pop(stream_id, {})
-        for k in ("aborted", "held"):
-            stream_end[k] += ends.get(k, 0)
+        stream_end.update(engines.ends.pop(stream_id, {}))
         attempt += 1
     seconds = time.perf_counter() - t0
     engine_starts = engines.starts - starts_before
@@ -497,7 +495,7 @@ def _generate(cfg: GenerateConfig, existing_texts: set[str] | None, engines: Eng
         "in_flight_bound": in_flight_rows(cfg.engine, opts),
         # When the stream ended: rows the engines were decoding (aborted, work lost) and rows the
         # driver's row limit had held back from them (row_limit.py)
-        "stream_end_rows": {"aborted": stream_end["aborted"], "held": stream_end["held"]},
+        "stream_end_rows": stream_end,
         "dropped": {
             k: tally.dropped.get(k, 0)
             for k in ("empty", "too_short", "duplicate", "engine_error", "surplus", "reexecuted")
