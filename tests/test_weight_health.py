@@ -74,6 +74,24 @@ def test_theta_starts_at_the_z_scored_channel_margin(tmp_path):
     assert not initial_theta(shard, zero, LocalCollectives()).any()
 
 
+def test_prior_z_scored_within_each_label_starts_every_label_level(tmp_path):
+    _pool(tmp_path / "pool")
+    cfg = from_dict(ReweightConfig, {"tam": BOW, "prior_norm": "label"})
+    shard = load_shard(tmp_path / "pool", None, cfg.tam)
+    shard.prior[shard.labels == 1] -= 2.0  # one label's margins lower as a block (a harder prompt)
+    from sungen_ray.parallel.collectives import LocalCollectives
+
+    by_pool = initial_theta(shard, from_dict(ReweightConfig, {"tam": BOW}), LocalCollectives()).numpy()
+    theta = initial_theta(shard, cfg, LocalCollectives()).numpy()
+    labels, margin = shard.labels.numpy(), shard.prior.double().numpy()
+    assert by_pool[labels == 1].mean() < by_pool[labels == 0].mean() - 1.0
+    for k in (0, 1):
+        m = margin[labels == k]
+        assert np.allclose(theta[labels == k], 3.0 * (m - m.mean()) / m.std(), atol=1e-4)
+    with pytest.raises(SungenError, match="prior_norm"):
+        from_dict(ReweightConfig, {"tam": BOW, "prior_norm": "row"})
+
+
 def test_a_half_scored_pool_uses_no_prior(tmp_path, capsys):
     _pool(tmp_path / "pool", files=2, margin="first")
     shard = load_shard(tmp_path / "pool", None, TamConfig(**BOW))

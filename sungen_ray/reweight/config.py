@@ -65,6 +65,9 @@ class ReweightConfig:
     # 3: the prior's order moves less per outer step, and the weights, which the final fit now
     # uses, are sharper (1 measured 0.7508 on the six small sst2 pools' top half, 3: 0.7572)
     prior_scale: float = 3.0
+    # z-score the prior over the whole pool, or within each label so theta_0 gives no label a
+    # higher level than another (a label whose prompt gives lower margins as a block starts level)
+    prior_norm: Literal["pool", "label"] = "pool"
     valid_source: Literal["weights", "prior"] = "prior"
     # "error" divides a_i by the sample's error norm |p_i - onehot(y_i)|, so it measures whether the
     # sample's gradient points the outer loss's way, not also how much it still has to teach: with

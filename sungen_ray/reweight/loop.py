@@ -77,21 +77,31 @@ def uses_prior(shard: Shard, cfg: ReweightConfig) -> bool:
 
 
 def initial_theta(shard: Shard, cfg: ReweightConfig, coll: Collectives) -> torch.Tensor:
-    """theta_0: zeros, or the channel margin z-scored over the whole pool (all workers) times
-    ``prior_scale``, so the scale of theta, and so Adam's steps, mean the same for any task."""
+    """theta_0: zeros, or the channel margin z-scored (over the whole pool, all workers, or within
+    each label: ``prior_norm``) times ``prior_scale``, so the scale of theta, and so Adam's steps,
+    mean the same for any task."""
     theta = torch.zeros(len(shard), device=shard.device)
     if cfg.theta_init != "prior" or shard.prior is None:
         return theta
     m = shard.prior.double()
+    groups = shard.labels if cfg.prior_norm == "label" else torch.zeros_like(shard.labels)
+    k = shard.num_labels if cfg.prior_norm == "label" else 1
     moments = coll.all_reduce_sum(
-        torch.stack([torch.tensor(float(len(m)), dtype=torch.float64, device=m.device), m.sum(), (m * m).sum()])
+        torch.stack(
+            [
+                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, torch.ones_like(m)),
+                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, m),
+                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, m * m),
+            ]
+        )
     )
-    n = float(moments[0])
-    mean = float(moments[1]) / max(n, 1.0)
-    std = math.sqrt(max(float(moments[2]) / max(n, 1.0) - mean * mean, 0.0))
-    if std == 0.0:
+    n = moments[0].clamp(min=1.0)
+    mean = moments[1] / n
+    std = (moments[2] / n - mean * mean).clamp(min=0.0).sqrt()
+    if not bool((std > 0).any()):
         return theta
-    return (cfg.prior_scale * (m - mean) / std).float()
+    z = torch.where(std[groups] > 0, (m - mean[groups]) / std[groups].clamp(min=1e-12), torch.zeros_like(m))
+    return (cfg.prior_scale * z).float()
 
 
 def valid_mask(idx: torch.Tensor, seed: int, fraction: float) -> torch.Tensor:
