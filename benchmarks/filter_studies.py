@@ -1,0 +1,218 @@
+"""Ways to beat training on every row, measured on bank pools in one process (issue 21).
+
+Each study fits the final model (logistic regression on frozen MiniLM features, L-BFGS; and for
+``prior-mix`` also the MLP head) and scores it on the task's gold set:
+
+- ``prior-mix``: rank each label's rows by the channel margin, a logistic regression's own-label
+  probability (fitted on every row, or cross-fitted over 3 folds), the PLM log-prob, or sums of
+  their z-scores; keep the top half per label; train uniform and with sigmoid(3 z) scaled per label.
+- ``relabel`` (two-label pools): instead of dropping the rows whose channel prefers the other
+  label, give them that label (all such rows, or those below -q nats), keeping every row.
+- ``head-l2``: the final head's L2 on every row and on the channel filter's half, and whether
+  3-fold cross-validation on the pool's own labels (no gold) picks the L2 gold prefers.
+- ``label-push``: whether the bilevel step itself moves the labels' level: reweight with the
+  alignments centred over the pool (``center: global``) for a fixed number of iterations and print
+  each label's mean theta_T - theta_0.
+
+    python benchmarks/filter_studies.py prior-mix --bank demo-sst2-1000 agnews-10000 --seeds 0
+    python benchmarks/filter_studies.py relabel --bank sst2-20000 imdb-6000
+    python benchmarks/filter_studies.py head-l2 --bank sst2-20000 agnews-10000
+    python benchmarks/filter_studies.py label-push --bank agnews-10000 imdb-6000 sst2-20000 --iters 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from bank import bank_pool, default_gold
+
+from sungen_ray.config import from_dict
+from sungen_ray.curate.baselines import LR_TAM, lr_confidence, pool_score_columns
+from sungen_ray.curate.selection import SelectConfig, select, training_weights
+from sungen_ray.curate.weights import read_weights
+from sungen_ray.data.labelled import read_labelled, read_table
+from sungen_ray.features.pool import attach_pool_features
+from sungen_ray.reweight.api import reweight_pool
+from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.tam import final as final_model
+from sungen_ray.tasks.spec import load_task
+
+L2_GRID = (0.03, 0.01, 0.003, 0.001, 0.0003)
+
+
+class Pool:
+    """A bank pool with its features attached, its score columns, and a gold-scored fit."""
+
+    def __init__(self, name: str):
+        data_dir, task = bank_pool(name)
+        self.name, self.dir, self.spec, self.gold = name, data_dir, load_task(task), default_gold(task)
+        pool = read_labelled(data_dir, num_labels=self.spec.num_labels)
+        attach_pool_features(data_dir)
+        self.texts, self.labels = list(pool.text), np.asarray(pool.label, np.int64)
+        scores = pool_score_columns(read_table(data_dir)).reindex(np.asarray(pool.idx))
+        self.idx = np.asarray(pool.idx)
+        self.margin = scores["channel_margin"].to_numpy() if "channel_margin" in scores else None
+        self.logprob = scores["logprob"].to_numpy() if "logprob" in scores else None
+        self.all = np.ones(len(self.texts), dtype=bool)
+
+    def fit(self, keep, labels=None, weights=None, l2=0.01, head="lr", seed=0):
+        labels = self.labels if labels is None else labels
+        tam = {**LR_TAM, "l2": l2} if head == "lr" else {"name": "minilm"}
+        cfg = from_dict(final_model.FinalConfig, {"tam": tam, "device": "cpu", "seed": seed}, "final")
+        rows = np.flatnonzero(keep)
+        w = None if weights is None else weights[rows]
+        return final_model.fit([self.texts[i] for i in rows], labels[rows], self.spec.label_names, cfg, w)
+
+    def accuracy(self, keep, **kw) -> float:
+        return round(final_model.evaluate(self.fit(keep, **kw), self.gold)["accuracy"], 4)
+
+    def top_half(self, score) -> np.ndarray:
+        return select(score, self.labels, SelectConfig(mode="per_label_top", fraction=0.5))
+
+    def cross_fitted_confidence(self, folds: int = 3) -> np.ndarray:
+        fold = np.random.default_rng(0).integers(0, folds, len(self.texts))
+        conf = np.zeros(len(self.texts))
+        for k in range(folds):
+            test = fold == k
+            probs = self.fit(~test).predict([t for t, x in zip(self.texts, test) if x])
+            conf[test] = probs[np.arange(int(test.sum())), self.labels[test]]
+        return conf
+
+
+def z(x) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return (x - x.mean()) / (x.std() or 1.0)
+
+
+def logit(p) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def prior_mix(pool: Pool, args) -> dict:
+    rankings = {
+        "lr": z(logit(lr_confidence(pool.texts, pool.labels, pool.spec.label_names))),
+        "lr_cf": z(logit(pool.cross_fitted_confidence())),
+    }
+    if pool.logprob is not None:
+        rankings["plm"] = z(pool.logprob)
+    if pool.margin is not None:
+        rankings["channel"] = z(pool.margin)
+        rankings["channel+lr"] = z(rankings["channel"] + rankings["lr"])
+        rankings["channel+lr_cf"] = z(rankings["channel"] + rankings["lr_cf"])
+        if "plm" in rankings:
+            rankings["channel+lr_cf+plm"] = z(rankings["channel"] + rankings["lr_cf"] + rankings["plm"])
+    out = {f"all/{head}": mean_over(pool, pool.all, None, head, args.seeds) for head in ("lr", "mlp")}
+    for name, score in rankings.items():
+        half = pool.top_half(score)
+        weights = np.zeros(len(score))
+        weights[half] = training_weights(1 / (1 + np.exp(-3 * score)), pool.labels, half)
+        for head in ("lr", "mlp"):
+            out[f"{name}/{head}"] = mean_over(pool, half, None, head, args.seeds)
+            out[f"{name}/{head}_weighted"] = mean_over(pool, half, weights, head, args.seeds)
+        print(pool.name, name, {k: v for k, v in out.items() if k.startswith(name + "/")}, flush=True)
+    return out
+
+
+def mean_over(pool: Pool, keep, weights, head: str, seeds) -> float:
+    """The LR head is deterministic (L-BFGS from zero): one fit; the MLP head: the mean over seeds."""
+    runs = [pool.accuracy(keep, weights=weights, head=head, seed=s) for s in (seeds if head == "mlp" else [0])]
+    return round(float(np.mean(runs)), 4)
+
+
+def relabel(pool: Pool, args) -> dict:
+    if pool.margin is None or pool.spec.num_labels != 2:
+        raise SystemExit(f"relabel: {pool.name} is not a two-label pool with a channel margin")
+    m, y = pool.margin, pool.labels
+    out = {
+        "all": pool.accuracy(pool.all),
+        "channel_half": pool.accuracy(pool.top_half(m)),
+        "channel_consistent": pool.accuracy(m > 0),
+        "share_preferring_other": round(float((m < 0).mean()), 4),
+    }
+    for q in (0.0, 0.5, 1.0, 2.0):
+        flipped = np.where(m < -q, 1 - y, y)
+        out[f"relabel_below_-{q}"] = pool.accuracy(pool.all, labels=flipped)
+        if q > 0:  # the rows between -q and 0 dropped, the rest relabelled
+            out[f"relabel_below_-{q}_drop_between"] = pool.accuracy((m >= 0) | (m < -q), labels=flipped)
+    return out
+
+
+def head_l2(pool: Pool, args) -> dict:
+    sets = {"all": pool.all}
+    if pool.margin is not None:
+        sets["channel_half"] = pool.top_half(pool.margin)
+    out = {}
+    for name, keep in sets.items():
+        rows = np.flatnonzero(keep)
+        fold = np.random.default_rng(0).integers(0, 3, len(rows))
+        table = {}
+        for l2 in L2_GRID:
+            hits = []
+            for k in range(3):
+                train, test = np.zeros(len(keep), bool), rows[fold == k]
+                train[rows[fold != k]] = True
+                pred = pool.fit(train, l2=l2).predict([pool.texts[i] for i in test]).argmax(1)
+                hits.append(float((pred == pool.labels[test]).mean()))
+            table[l2] = {"cv": round(float(np.mean(hits)), 4), "gold": pool.accuracy(keep, l2=l2)}
+        picked = max(table, key=lambda l2: table[l2]["cv"])
+        best = max(table, key=lambda l2: table[l2]["gold"])
+        out[name] = {"by_l2": table, "cv_picks": picked, "gold_best": best}
+        print(pool.name, name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def label_push(pool: Pool, args) -> dict:
+    cfg = from_dict(
+        ReweightConfig,
+        {"seed": 0, "tam": {"name": "minilm"}, "center": "global", "outer_iters": args.iters, "stop_patience": 0}
+        | json.loads(args.cfg),
+        "reweight",
+    )
+    out_dir = reweight_pool(
+        pool.dir,
+        Path(args.work) / pool.name / f"push-{args.iters}-{hashlib.sha256(args.cfg.encode()).hexdigest()[:8]}",
+        cfg,
+    )
+    theta = read_weights(out_dir, pool.idx, "theta")
+    m = pool.margin if pool.margin is not None else np.zeros(len(theta))
+    start = cfg.prior_scale * z(m) if cfg.prior_norm == "pool" else np.zeros(len(theta))
+    if cfg.prior_norm == "label":
+        for k in range(pool.spec.num_labels):
+            start[pool.labels == k] = cfg.prior_scale * z(m[pool.labels == k])
+    moved = theta - start
+    return {
+        "theta_move_by_label": {
+            n: round(float(moved[pool.labels == k].mean()), 3) for k, n in enumerate(pool.spec.label_names)
+        },
+        "theta_move_sd": round(float(moved.std()), 3),
+    }
+
+
+STUDIES = {"prior-mix": prior_mix, "relabel": relabel, "head-l2": head_l2, "label-push": label_push}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study", choices=sorted(STUDIES))
+    ap.add_argument("--bank", nargs="+", required=True, help="pools of the committed bank")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="MLP head seeds (prior-mix)")
+    ap.add_argument("--iters", type=int, default=10, help="outer iterations (label-push)")
+    ap.add_argument("--cfg", default="{}", help="reweighting overrides, JSON (label-push)")
+    ap.add_argument("--work", default="runs/filter-studies")
+    ap.add_argument("--out", default="runs/filter-studies/results.jsonl")
+    args = ap.parse_args()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    for name in args.bank:
+        result = {"study": args.study, "pool": name, **STUDIES[args.study](Pool(name), args)}
+        print(json.dumps(result), flush=True)
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
