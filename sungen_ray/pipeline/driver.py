@@ -87,6 +87,7 @@ LEFT_OUT_AT_DEFAULT = {
     "outer_optimizer": "adam",
     "theta_init": "zero",
     "prior_scale": 1.0,
+    "prior_norm": "pool",
     "valid_source": "weights",
     "align_norm": "none",
     "l2": 1e-2,
