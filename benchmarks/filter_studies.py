@@ -8,6 +8,10 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
   their z-scores; keep the top half per label; train uniform and with sigmoid(3 z) scaled per label.
 - ``relabel`` (two-label pools): instead of dropping the rows whose channel prefers the other
   label, give them that label (all such rows, or those below -q nats), keeping every row.
+- ``soften``: keep every row and its label, but move the targets of a label's lower-ranked rows
+  (by channel margin; cross-fitted LR confidence without one) towards uniform by eps: eps_max x
+  (1 - rank), x (1 - rank)^2, or eps_max on the bottom half only; two-label pools also mix the
+  target with the channel's own posterior sigmoid(margin).
 - ``head-l2``: the final head's L2 on every row and on the channel filter's half, and whether
   3-fold cross-validation on the pool's own labels (no gold) picks the L2 gold prefers.
 - ``label-push``: whether the bilevel step itself moves the labels' level: reweight with the
@@ -16,6 +20,7 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
 
     python benchmarks/filter_studies.py prior-mix --bank demo-sst2-1000 agnews-10000 --seeds 0
     python benchmarks/filter_studies.py relabel --bank sst2-20000 imdb-6000
+    python benchmarks/filter_studies.py soften --bank sst2-20000 agnews-10000 imdb-6000
     python benchmarks/filter_studies.py head-l2 --bank sst2-20000 agnews-10000
     python benchmarks/filter_studies.py label-push --bank agnews-10000 imdb-6000 sst2-20000 --iters 10
 """
@@ -28,6 +33,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from bank import bank_pool, default_gold
 
 from sungen_ray.config import from_dict
@@ -38,7 +44,10 @@ from sungen_ray.data.labelled import read_labelled, read_table
 from sungen_ray.features.pool import attach_pool_features
 from sungen_ray.reweight.api import reweight_pool
 from sungen_ray.reweight.config import ReweightConfig
+from sungen_ray.tam import build_encoder
 from sungen_ray.tam import final as final_model
+from sungen_ray.tam.registry import build_model
+from sungen_ray.tam.train import fit_full_batch
 from sungen_ray.tasks.spec import load_task
 
 L2_GRID = (0.03, 0.01, 0.003, 0.001, 0.0003)
@@ -142,6 +151,45 @@ def relabel(pool: Pool, args) -> dict:
     return out
 
 
+def soft_target_accuracy(pool: Pool, targets: np.ndarray, l2: float = 0.01) -> float:
+    """The LR head fitted to (n, K) target distributions; one-hot targets give the hard fit."""
+    cfg = from_dict(final_model.FinalConfig, {"tam": {**LR_TAM, "l2": l2}, "device": "cpu"}, "final")
+    encoder = build_encoder(cfg.tam, pool.texts)
+    data = encoder.encode(pool.texts)
+    model = build_model(cfg.tam, encoder, data, pool.spec.num_labels)
+    fit_full_batch(model, data, torch.as_tensor(targets, dtype=torch.float32), None, l2=l2)
+    trained = final_model.TrainedModel(model=model, encoder=encoder, tam=cfg.tam, label_names=pool.spec.label_names)
+    return round(final_model.evaluate(trained, pool.gold)["accuracy"], 4)
+
+
+def rank_within_label(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's rank in its label, (0, 1], 1 the highest score."""
+    rank = np.zeros(len(score))
+    for k in np.unique(labels):
+        rows = labels == k
+        rank[rows] = (np.argsort(np.argsort(score[rows])) + 1) / rows.sum()
+    return rank
+
+
+def soften(pool: Pool, args) -> dict:
+    k, y = pool.spec.num_labels, pool.labels
+    onehot = np.eye(k)[y]
+    score = pool.margin if pool.margin is not None else pool.cross_fitted_confidence()
+    rank = rank_within_label(score, y)
+    out = {"hard": soft_target_accuracy(pool, onehot)}
+    for eps_max in (0.5, 1.0):
+        shapes = {"linear": 1 - rank, "squared": (1 - rank) ** 2, "bottom_half": (rank <= 0.5).astype(float)}
+        for shape, eps in shapes.items():
+            eps = eps_max * eps
+            out[f"{shape}_{eps_max}"] = soft_target_accuracy(pool, (1 - eps)[:, None] * onehot + (eps / k)[:, None])
+    if k == 2 and pool.margin is not None:
+        own = 1 / (1 + np.exp(-pool.margin))
+        posterior = np.where(onehot > 0, own[:, None], 1 - own[:, None])
+        for a in (0.25, 0.5):
+            out[f"channel_posterior_{a}"] = soft_target_accuracy(pool, (1 - a) * onehot + a * posterior)
+    return out
+
+
 def head_l2(pool: Pool, args) -> dict:
     sets = {"all": pool.all}
     if pool.margin is not None:
@@ -193,7 +241,13 @@ def label_push(pool: Pool, args) -> dict:
     }
 
 
-STUDIES = {"prior-mix": prior_mix, "relabel": relabel, "head-l2": head_l2, "label-push": label_push}
+STUDIES = {
+    "prior-mix": prior_mix,
+    "relabel": relabel,
+    "soften": soften,
+    "head-l2": head_l2,
+    "label-push": label_push,
+}
 
 
 def main() -> None:
