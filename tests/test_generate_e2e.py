@@ -452,7 +452,12 @@ def test_vllm_row_limit_holds_batches_past_need_and_keeps_the_pool(ray_local, de
             pools.append(pq.read_table(out / "data", columns=["idx", "text", "label"]).to_pylist())
         assert pools[0] == pools[1], "the row limit changed which rows the pool kept"
         ends = [m["stream_end_rows"] for m in manifests]
-        assert ends[0]["held"] == 0 and ends[1]["held"] > 0, ends
+        # Without the limit every batch past need that reached the replica was decoding when the
+        # stream ended. With it, fewer were: held back there, or never sent because the stream's
+        # next batch had not reached the replica yet when the driver ended it (two suite runs of
+        # 2026-12-07 ended {aborted 8, held 0} against {aborted 16, held 0} without the limit).
+        assert ends[0]["held"] == 0, ends
+        assert ends[1]["held"] > 0 or ends[1]["aborted"] < ends[0]["aborted"], ends
         assert engines.starts == 1
         _held_batch_goes_ahead_when_raised_or_idle_and_ends_aborted(engines, np)
         _rows_sent_as_the_stream_ends_are_aborted(engines, np)
