@@ -14,6 +14,10 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
   target with the channel's own posterior sigmoid(margin).
 - ``head-l2``: the final head's L2 on every row and on the channel filter's half, and whether
   3-fold cross-validation on the pool's own labels (no gold) picks the L2 gold prefers.
+- ``free-shares`` (with ``--free POOL_DIR``, a pool generated from a label-free prompt of the task):
+  the head's label shares on those texts, and gold accuracy after moving its label prior so that
+  its mean probability (or its EM-estimated prior) on them becomes uniform: a gold-free check of
+  where the head sits between the labels.
 - ``label-push``: whether the bilevel step itself moves the labels' level: reweight with the
   alignments centred over the pool (``center: global``) for a fixed number of iterations and print
   each label's mean theta_T - theta_0.
@@ -22,6 +26,7 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
     python benchmarks/filter_studies.py relabel --bank sst2-20000 imdb-6000
     python benchmarks/filter_studies.py soften --bank sst2-20000 agnews-10000 imdb-6000
     python benchmarks/filter_studies.py head-l2 --bank sst2-20000 agnews-10000
+    python benchmarks/filter_studies.py free-shares --bank agnews-10000 --free runs/free-agnews
     python benchmarks/filter_studies.py label-push --bank agnews-10000 imdb-6000 sst2-20000 --iters 10
 """
 
@@ -214,6 +219,43 @@ def head_l2(pool: Pool, args) -> dict:
     return out
 
 
+def em_prior(probs: np.ndarray, iters: int = 50) -> np.ndarray:
+    """The label prior of unlabelled rows under a model trained at a uniform prior (Saerens et al.)."""
+    prior = np.full(probs.shape[1], 1 / probs.shape[1])
+    for _ in range(iters):
+        q = probs * prior
+        prior = (q / q.sum(1, keepdims=True)).mean(0)
+    return prior
+
+
+def free_shares(pool: Pool, args) -> dict:
+    if not args.free:
+        raise SystemExit("free-shares: pass --free, a pool generated from a label-free prompt")
+    free = list(read_labelled(args.free).text)
+    gold = final_model.read_gold(pool.gold, pool.spec.label_names)
+    truth, k = np.asarray(gold.label), pool.spec.num_labels
+    sets = {"all": pool.all}
+    if pool.margin is not None:
+        sets["channel_half"] = pool.top_half(pool.margin)
+    out = {"free_texts": len(free)}
+    for name, keep in sets.items():
+        model = pool.fit(keep)
+        on_gold, on_free = model.predict(list(gold.text)), model.predict(free)
+        row = {"shares_on_free": np.round(np.bincount(on_free.argmax(1), minlength=k) / len(free), 3).tolist()}
+        for fix, scale in (
+            ("none", np.ones(k)),
+            ("mean_prob", 1 / on_free.mean(0)),
+            ("em_prior", 1 / em_prior(on_free)),
+        ):
+            pred = (on_gold * scale).argmax(1)
+            row[fix] = {
+                "accuracy": round(float((pred == truth).mean()), 4),
+                "shares_on_gold": np.round(np.bincount(pred, minlength=k) / len(truth), 3).tolist(),
+            }
+        out[name] = row
+    return out
+
+
 def label_push(pool: Pool, args) -> dict:
     cfg = from_dict(
         ReweightConfig,
@@ -246,6 +288,7 @@ STUDIES = {
     "relabel": relabel,
     "soften": soften,
     "head-l2": head_l2,
+    "free-shares": free_shares,
     "label-push": label_push,
 }
 
@@ -256,6 +299,7 @@ def main() -> None:
     ap.add_argument("--bank", nargs="+", required=True, help="pools of the committed bank")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="MLP head seeds (prior-mix)")
     ap.add_argument("--iters", type=int, default=10, help="outer iterations (label-push)")
+    ap.add_argument("--free", help="a pool of label-free generated texts (free-shares)")
     ap.add_argument("--cfg", default="{}", help="reweighting overrides, JSON (label-push)")
     ap.add_argument("--work", default="runs/filter-studies")
     ap.add_argument("--out", default="runs/filter-studies/results.jsonl")
