@@ -86,20 +86,13 @@ def initial_theta(shard: Shard, cfg: ReweightConfig, coll: Collectives) -> torch
     m = shard.prior.double()
     groups = shard.labels if cfg.prior_norm == "label" else torch.zeros_like(shard.labels)
     k = shard.num_labels if cfg.prior_norm == "label" else 1
-    moments = coll.all_reduce_sum(
-        torch.stack(
-            [
-                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, torch.ones_like(m)),
-                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, m),
-                torch.zeros(k, dtype=torch.float64, device=m.device).index_add_(0, groups, m * m),
-            ]
-        )
-    )
-    n = moments[0].clamp(min=1.0)
-    mean = moments[1] / n
-    std = (moments[2] / n - mean * mean).clamp(min=0.0).sqrt()
-    if not bool((std > 0).any()):
-        return theta
+    # (count, sum, sum of squares) per group over every worker's rows
+    moments = torch.zeros(k, 3, dtype=torch.float64, device=m.device)
+    moments = coll.all_reduce_sum(moments.index_add_(0, groups, torch.stack([torch.ones_like(m), m, m * m], 1)))
+    n = moments[:, 0].clamp(min=1.0)
+    mean = moments[:, 1] / n
+    std = (moments[:, 2] / n - mean * mean).clamp(min=0.0).sqrt()
+    # a group whose margins are all equal starts at 0
     z = torch.where(std[groups] > 0, (m - mean[groups]) / std[groups].clamp(min=1e-12), torch.zeros_like(m))
     return (cfg.prior_scale * z).float()
 
