@@ -18,6 +18,13 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
   the head's label shares on those texts, and gold accuracy after moving its label prior so that
   its mean probability (or its EM-estimated prior) on them becomes uniform: a gold-free check of
   where the head sits between the labels.
+- ``length``: the channel margin per token, per square root of tokens, or less its length trend,
+  against the summed margin (the shipped one), as the top-half ranking.
+- ``near-dups``: the channel half with near-duplicates skipped (MiniLM cosine above t), and every
+  row with near-duplicates removed: whether redundancy is what halving costs on large pools.
+- ``content-free``: each label prompt's channel score of content-free texts (contextual
+  calibration), and each label's mean margin with that offset removed: a class-level signal.
+- ``seed-ensemble``: the shipped weights averaged over reweighting seeds against each seed's own.
 - ``label-push``: whether the bilevel step itself moves the labels' level: reweight with the
   alignments centred over the pool (``center: global``) for a fixed number of iterations and print
   each label's mean theta_T - theta_0.
@@ -28,6 +35,10 @@ Each study fits the final model (logistic regression on frozen MiniLM features, 
     python benchmarks/filter_studies.py head-l2 --bank sst2-20000 agnews-10000
     python benchmarks/filter_studies.py free-shares --bank agnews-10000 --free runs/free-agnews
     python benchmarks/filter_studies.py label-push --bank agnews-10000 imdb-6000 sst2-20000 --iters 10
+    python benchmarks/filter_studies.py length --bank sst2-20000 agnews-10000
+    python benchmarks/filter_studies.py near-dups --bank sst2-20000 agnews-10000
+    python benchmarks/filter_studies.py seed-ensemble --bank demo-sst2-1000 --seeds 0 1 2
+    python benchmarks/filter_studies.py content-free --bank sst2-20000 agnews-10000 imdb-6000
 """
 
 from __future__ import annotations
@@ -45,8 +56,10 @@ from sungen_ray.config import from_dict
 from sungen_ray.curate.baselines import LR_TAM, lr_confidence, pool_score_columns
 from sungen_ray.curate.selection import SelectConfig, select, training_weights
 from sungen_ray.curate.weights import read_weights
-from sungen_ray.data.labelled import read_labelled, read_table
-from sungen_ray.features.pool import attach_pool_features
+from sungen_ray.data.labelled import parquet_inputs, read_labelled, read_table
+from sungen_ray.features.pool import attach_pool_features, read_pool_features
+from sungen_ray.plm.channel import body_ids
+from sungen_ray.plm.prepare import default_model_dir
 from sungen_ray.reweight.api import reweight_pool
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.tam import build_encoder
@@ -87,6 +100,21 @@ class Pool:
     def top_half(self, score) -> np.ndarray:
         return select(score, self.labels, SelectConfig(mode="per_label_top", fraction=0.5))
 
+    def shipped_weights(self, weights, keep) -> np.ndarray:
+        """Full-length fit weights: the kept rows' ``weights`` scaled to mean 1 per label, 0 elsewhere."""
+        out = np.zeros(len(self.texts))
+        out[keep] = training_weights(np.asarray(weights, np.float64), self.labels, keep)
+        return out
+
+    def prior_weights(self, score, keep) -> np.ndarray:
+        """The weights a ranking's prior would give the kept rows (sigmoid(3 z)), scaled per label."""
+        return self.shipped_weights(1 / (1 + np.exp(-3 * z(score))), keep)
+
+    def features(self) -> torch.Tensor:
+        """The stored MiniLM vectors of the pool's rows, unit length, in the pool's row order."""
+        x = read_pool_features(parquet_inputs(self.dir), np.ones(len(self.texts), dtype=bool))
+        return torch.nn.functional.normalize(x.float(), dim=1)
+
     def cross_fitted_confidence(self, folds: int = 3) -> np.ndarray:
         fold = np.random.default_rng(0).integers(0, folds, len(self.texts))
         conf = np.zeros(len(self.texts))
@@ -123,8 +151,7 @@ def prior_mix(pool: Pool, args) -> dict:
     out = {f"all/{head}": mean_over(pool, pool.all, None, head, args.seeds) for head in ("lr", "mlp")}
     for name, score in rankings.items():
         half = pool.top_half(score)
-        weights = np.zeros(len(score))
-        weights[half] = training_weights(1 / (1 + np.exp(-3 * score)), pool.labels, half)
+        weights = pool.prior_weights(score, half)
         for head in ("lr", "mlp"):
             out[f"{name}/{head}"] = mean_over(pool, half, None, head, args.seeds)
             out[f"{name}/{head}_weighted"] = mean_over(pool, half, weights, head, args.seeds)
@@ -283,6 +310,124 @@ def label_push(pool: Pool, args) -> dict:
     }
 
 
+def length(pool: Pool, args) -> dict:
+    """The channel margin is a sum over the text's tokens, so it grows with length; does a
+    per-token (or per-sqrt-token) margin, or the margin's residual after its length trend, rank better?"""
+    if pool.margin is None:
+        raise SystemExit(f"length: {pool.name} has no channel margin")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.model or str(default_model_dir()))
+    n = np.array([len(body_ids(t, tok)) for t in pool.texts], np.float64)
+    m = pool.margin
+    trend = np.polyval(np.polyfit(np.log(n), m, 1), np.log(n))
+    out = {
+        "all": pool.accuracy(pool.all),
+        "spearman_margin_tokens": round(
+            float(np.corrcoef(np.argsort(np.argsort(m)), np.argsort(np.argsort(n)))[0, 1]), 3
+        ),
+        "mean_tokens": round(float(n.mean()), 1),
+    }
+    for name, score in {
+        "sum": m,
+        "per_sqrt_token": m / np.sqrt(n),
+        "per_token": m / n,
+        "length_residual": m - trend,
+    }.items():
+        half = pool.top_half(score)
+        out[name] = {
+            "uniform": pool.accuracy(half),
+            "weighted": pool.accuracy(half, weights=pool.prior_weights(score, half)),
+            "kept_mean_tokens": round(float(n[half].mean()), 1),
+        }
+    return out
+
+
+def suppress_near_duplicates(x: torch.Tensor, score, labels, threshold: float, fraction=0.5, fill=True) -> np.ndarray:
+    """Each label's top ``fraction`` by score, skipping a row whose cosine with a row already kept
+    exceeds ``threshold`` (then, with ``fill``, filling up with the skipped rows, best first)."""
+    keep = np.zeros(len(score), dtype=bool)
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        rows = rows[np.argsort(-score[rows], kind="stable")]
+        xk, want = x[rows], int(round(fraction * len(rows)))
+        closest, chosen = torch.full((len(rows),), -1.0), []
+        for j in range(len(rows)):
+            if len(chosen) == want:
+                break
+            if closest[j] <= threshold:
+                chosen.append(j)
+                closest = torch.maximum(closest, xk @ xk[j])
+        skipped = np.setdiff1d(np.arange(len(rows)), chosen)[: want - len(chosen) if fill else 0]
+        keep[rows[np.concatenate([chosen, skipped]).astype(int)]] = True
+    return keep
+
+
+def near_dups(pool: Pool, args) -> dict:
+    """Does halving lose to every row because the kept half is redundant? The channel half with
+    near-duplicates (MiniLM cosine above t) skipped, and every row with them removed."""
+    if pool.margin is None:
+        raise SystemExit(f"near-dups: {pool.name} has no channel margin")
+    x, m = pool.features(), pool.margin
+    half = pool.top_half(m)
+    out = {"all": pool.accuracy(pool.all), "channel_half": pool.accuracy(half)}
+    for t in (0.9, 0.8, 0.7):
+        keep = suppress_near_duplicates(x, m, pool.labels, t)
+        out[f"diverse_half_{t}"] = {
+            "uniform": pool.accuracy(keep),
+            "weighted": pool.accuracy(keep, weights=pool.prior_weights(m, keep)),
+            "same_rows_as_channel_half": round(float((keep & half).sum() / half.sum()), 3),
+        }
+    for t in (0.95, 0.9):
+        keep = suppress_near_duplicates(x, -np.arange(len(m), dtype=float), pool.labels, t, fraction=1.0, fill=False)
+        out[f"dedup_{t}"] = {"rows": int(keep.sum()), "accuracy": pool.accuracy(keep)}
+    return out
+
+
+def seed_ensemble(pool: Pool, args) -> dict:
+    """The shipped reweighting's weights averaged over seeds against each seed's own (the shipped
+    use: top half per label, trained with the weights scaled per label)."""
+
+    def sungen(w) -> float:
+        half = pool.top_half(w)
+        return pool.accuracy(half, weights=pool.shipped_weights(w, half))
+
+    runs = []
+    for seed in args.seeds:
+        cfg = from_dict(ReweightConfig, {"seed": seed, "tam": {"name": "minilm"}} | json.loads(args.cfg), "reweight")
+        runs.append(read_weights(reweight_pool(pool.dir, Path(args.work) / pool.name / f"seed{seed}", cfg), pool.idx))
+    each = [sungen(w) for w in runs]
+    return {
+        "each_seed": each,
+        "mean_of_seeds": round(float(np.mean(each)), 4),
+        "averaged_weights": sungen(np.mean(runs, axis=0)),
+        "channel_half": pool.accuracy(pool.top_half(pool.margin)) if pool.margin is not None else None,
+    }
+
+
+CONTENT_FREE = ("", "N/A", "[MASK]", "...", "it", "This is a text.", "The")
+
+
+def content_free(pool: Pool, args) -> dict:
+    """A class-level signal from contextual calibration (Zhao et al., 2021): each label prompt's
+    channel score of content-free texts, centred over labels. A prompt that likes any text lifts
+    its own rows' margins as a block; the calibrated per-label mean margin removes that."""
+    from sungen_ray.plm.channel import channel_scores
+
+    cf = channel_scores(list(CONTENT_FREE), pool.spec, args.model or str(default_model_dir())).scores
+    offset = (cf - cf.mean(axis=1, keepdims=True)).mean(axis=0)
+    names, y = pool.spec.label_names, pool.labels
+    out = {"offset_by_label": {n: round(float(o), 3) for n, o in zip(names, offset)}}
+    if pool.margin is not None:
+        out["mean_margin_by_label"] = {n: round(float(pool.margin[y == k].mean()), 3) for k, n in enumerate(names)}
+        if pool.spec.num_labels == 2:  # the rival is the other label: the calibrated margin is exact
+            shift = offset[y] - offset[1 - y]
+            out["calibrated_mean_margin_by_label"] = {
+                n: round(float((pool.margin - shift)[y == k].mean()), 3) for k, n in enumerate(names)
+            }
+    return out
+
+
 STUDIES = {
     "prior-mix": prior_mix,
     "relabel": relabel,
@@ -290,6 +435,10 @@ STUDIES = {
     "head-l2": head_l2,
     "free-shares": free_shares,
     "label-push": label_push,
+    "length": length,
+    "near-dups": near_dups,
+    "seed-ensemble": seed_ensemble,
+    "content-free": content_free,
 }
 
 
@@ -297,10 +446,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", choices=sorted(STUDIES))
     ap.add_argument("--bank", nargs="+", required=True, help="pools of the committed bank")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="MLP head seeds (prior-mix)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="MLP head seeds (prior-mix), reweighting seeds (seed-ensemble)",
+    )
     ap.add_argument("--iters", type=int, default=10, help="outer iterations (label-push)")
     ap.add_argument("--free", help="a pool of label-free generated texts (free-shares)")
-    ap.add_argument("--cfg", default="{}", help="reweighting overrides, JSON (label-push)")
+    ap.add_argument("--cfg", default="{}", help="reweighting overrides, JSON (label-push, seed-ensemble)")
+    ap.add_argument("--model", default=None, help="the generator (length, content-free; default: the embedded model)")
     ap.add_argument("--work", default="runs/filter-studies")
     ap.add_argument("--out", default="runs/filter-studies/results.jsonl")
     args = ap.parse_args()
