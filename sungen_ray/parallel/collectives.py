@@ -70,3 +70,11 @@ def all_reduce_grads(coll: Collectives, tensors: list[torch.Tensor]) -> None:
     flat = coll.all_reduce_sum(torch.cat([t.reshape(-1) for t in tensors]))
     for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
         t.copy_(chunk.view_as(t))
+
+
+def group_sums(coll: Collectives, columns: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(num_groups, c) float64 sums of each of ``columns``' c columns over the rows of each group,
+    over every worker's rows: one all-reduce for every per-label (or whole-pool) statistic a step needs."""
+    columns = columns.double().reshape(len(groups), -1)
+    sums = torch.zeros(num_groups, columns.shape[1], dtype=torch.float64, device=columns.device)
+    return coll.all_reduce_sum(sums.index_add_(0, groups, columns))

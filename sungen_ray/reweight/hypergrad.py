@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from sungen_ray.errors import SungenError
-from sungen_ray.parallel.collectives import Collectives, all_reduce_grads
+from sungen_ray.parallel.collectives import Collectives, all_reduce_grads, group_sums
 from sungen_ray.reweight.losses import ce
 from sungen_ray.tam.encoded import Encoded
 
@@ -54,10 +54,7 @@ def outer_gradient(
     if num_labels is None:
         row_weight = torch.full((len(labels),), 1.0 / max(count, 1.0), device=dev)
     else:
-        per_label = torch.zeros(num_labels, dtype=torch.float64, device=dev).index_add_(
-            0, labels[rows], torch.ones(len(rows), dtype=torch.float64, device=dev)
-        )
-        per_label = coll.all_reduce_sum(per_label)
+        per_label = group_sums(coll, torch.ones(len(rows), device=dev), labels[rows], num_labels)[:, 0]
         present = max(int((per_label > 0).sum()), 1)
         row_weight = (1.0 / (present * per_label.clamp(min=1.0))).float()[labels]
     params = dict(model.named_parameters())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sungen_ray.errors import SungenError
-from sungen_ray.parallel.collectives import Collectives, LocalCollectives
+from sungen_ray.parallel.collectives import Collectives, LocalCollectives, group_sums
 from sungen_ray.parallel.stable_hash import shr64, signed64, splitmix64
 from sungen_ray.reweight.config import ReweightConfig
 from sungen_ray.reweight.hypergrad import alignments, default_method, outer_gradient
@@ -86,9 +86,7 @@ def initial_theta(shard: Shard, cfg: ReweightConfig, coll: Collectives) -> torch
     m = shard.prior.double()
     groups = shard.labels if cfg.prior_norm == "label" else torch.zeros_like(shard.labels)
     k = shard.num_labels if cfg.prior_norm == "label" else 1
-    # (count, sum, sum of squares) per group over every worker's rows
-    moments = torch.zeros(k, 3, dtype=torch.float64, device=m.device)
-    moments = coll.all_reduce_sum(moments.index_add_(0, groups, torch.stack([torch.ones_like(m), m, m * m], 1)))
+    moments = group_sums(coll, torch.stack([torch.ones_like(m), m, m * m], 1), groups, k)  # count, sum, sum sq.
     n = moments[:, 0].clamp(min=1.0)
     mean = moments[:, 1] / n
     std = (moments[:, 2] / n - mean * mean).clamp(min=0.0).sqrt()
@@ -230,13 +228,10 @@ def outer_iteration(shard: Shard, cfg: ReweightConfig, coll: Collectives, state:
     clock = time.perf_counter()
     # centring: subtract the weighted mean alignment (the dS/dtheta term of the exact gradient),
     # per label by default so no label can gain or lose weight as a block (class drift)
-    k = shard.num_labels
     groups = shard.labels if cfg.center == "label" else torch.zeros_like(shard.labels)
-    sums = torch.zeros(2 * k, dtype=torch.float64, device=dev)
-    sums.index_add_(0, groups, w.double()).index_add_(0, groups + k, w.double() * a.double())
-    sums = coll.all_reduce_sum(sums)
-    s_global = float(sums[:k].sum())
-    abar = (sums[k:] / sums[:k].clamp(min=1e-30)).float()
+    sums = group_sums(coll, torch.stack([w.double(), w.double() * a.double()], 1), groups, shard.num_labels)
+    s_global = float(sums[:, 0].sum())
+    abar = (sums[:, 1] / sums[:, 0].clamp(min=1e-30)).float()
     centred = a if cfg.center == "none" else a - abar[groups]
     grad = -(lr * n_global / s_global) * w * (1 - w) * centred
     grad_norm = math.sqrt(float(coll.all_reduce_sum((grad.double() ** 2).sum())))
