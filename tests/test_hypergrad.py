@@ -73,3 +73,13 @@ def test_label_balanced_outer_gradient_weighs_labels_equally():
         assert torch.allclose(value, (parts[0][0][name] + parts[1][0][name]) / 2, atol=1e-6)
     plain, _, _ = outer_gradient(model, x, y, rows, loss_fn, coll)
     assert not torch.allclose(plain["out.bias"], g["out.bias"], atol=1e-3)
+
+
+def test_a_worker_without_outer_rows_adds_nothing_to_the_balanced_gradient():
+    """A shard can hold none of the outer rows (small shards, per-label tau); its share of the
+    label-balanced gradient is zero, not an error, so the all-reduce over workers stays whole."""
+    model, x, y, _ = _trained("bow", 40)
+    none = torch.arange(0)
+    g, loss, count = outer_gradient(model, x, y, none, outer_loss_fn("rce"), LocalCollectives(), num_labels=2)
+    assert count == 0 and loss == 0
+    assert all(float(v.abs().max()) == 0 for v in g.values())

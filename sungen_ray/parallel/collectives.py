@@ -75,6 +75,8 @@ def all_reduce_grads(coll: Collectives, tensors: list[torch.Tensor]) -> None:
 def group_sums(coll: Collectives, columns: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
     """(num_groups, c) float64 sums of each of ``columns``' c columns over the rows of each group,
     over every worker's rows: one all-reduce for every per-label (or whole-pool) statistic a step needs."""
-    columns = columns.double().reshape(len(groups), -1)
+    columns = columns.double()
+    if columns.dim() == 1:  # one column; not reshape(n, -1), which a worker with no rows cannot take
+        columns = columns.unsqueeze(1)
     sums = torch.zeros(num_groups, columns.shape[1], dtype=torch.float64, device=columns.device)
     return coll.all_reduce_sum(sums.index_add_(0, groups, columns))
