@@ -392,10 +392,11 @@ def seed_ensemble(pool: Pool, args) -> dict:
         half = pool.top_half(w)
         return pool.accuracy(half, weights=pool.shipped_weights(w, half))
 
-    runs = []
+    runs, tag = [], hashlib.sha256(args.cfg.encode()).hexdigest()[:8]  # a finished run is reused: key it by --cfg
     for seed in args.seeds:
         cfg = from_dict(ReweightConfig, {"seed": seed, "tam": {"name": "minilm"}} | json.loads(args.cfg), "reweight")
-        runs.append(read_weights(reweight_pool(pool.dir, Path(args.work) / pool.name / f"seed{seed}", cfg), pool.idx))
+        out_dir = Path(args.work) / pool.name / f"ensemble-{tag}-seed{seed}"
+        runs.append(read_weights(reweight_pool(pool.dir, out_dir, cfg), pool.idx))
     each = [sungen(w) for w in runs]
     return {
         "each_seed": each,
